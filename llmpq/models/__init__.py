@@ -1,0 +1,1 @@
+"""Models: shapes (`spec`), checkpoints on disk (`checkpoint`), and running a model as pipeline stages (`stage`)."""
