@@ -1,0 +1,5 @@
+import sys
+
+from llmpq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""Reading user files with one-line errors, and writing results atomically.
+
+Usage::
+
+    data = load_yaml_mapping("config/clusters/x.yaml", what="cluster")   # dict, or UserError
+    write_text_atomic("results/plan.json", text)     # temp file + rename: never half-written
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmpq.errors import UserError
+
+
+def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file; UserError for a missing file or malformed YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file", str(path), "check the path", problem="does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        reason = getattr(err, "problem", None) or "malformed YAML"
+        raise UserError(
+            f"{what} file {path}", where, "fix the YAML syntax there", problem=f"has {reason} at"
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{what} file {path}",
+            type(data).__name__,
+            "write a mapping of keys to values at the top level",
+            problem="holds no mapping but a",
+        )
+    return data
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_yaml_atomic(path: str | Path, data: Any) -> Path:
+    return write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
