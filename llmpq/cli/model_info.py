@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.model).is_dir():
         from llmpq.models.checkpoint import Checkpoint
 
-        Checkpoint.open(args.model)  # validates config and weight files
+        Checkpoint(args.model)  # validates config.json and the weight files
     spec = model_spec(args.model)
     summary = model_summary(spec, args.group_size)
     if args.format == "json":

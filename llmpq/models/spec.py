@@ -75,6 +75,8 @@ def quantized_weight_bytes(
 ) -> int:
     """Bytes of one weight matrix stored at ``bits`` (see the module docstring for the layout)."""
     check_bits(bits)
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
+        raise UserError("group_size", group_size, "use a positive integer such as 128")
     if bits == 16:
         return out_features * in_features * BYTES_16BIT
     if bits == 8:

@@ -1,0 +1,22 @@
+"""Shared by the workflow scripts: run one llmpq call with its output logged, user errors as one line."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def run_logged(log_path: str, fn: Callable[[], object]) -> None:
+    """Run ``fn`` with stdout/stderr going to ``log_path``; a UserError becomes one line and exit 2."""
+    from llmpq.errors import UserError
+
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            fn()
+        except UserError as err:
+            print(f"error: {err}", file=log)
+            print(f"llmpq: error: {err}", file=sys.__stderr__)
+            raise SystemExit(2) from None
