@@ -7,6 +7,7 @@ import json
 
 import yaml
 
+from llmpq.cli.common import add_subcommand
 from llmpq.devices import CATALOG, DeviceType, measure_cpu
 
 EPILOG = """examples:
@@ -27,12 +28,12 @@ COLUMNS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_subcommand(
+        sub,
         "catalog",
         help="list the built-in device types",
         description="List the device types llmpq knows: datasheet GPUs and the measured local CPU.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--cpu", action="store_true", help="include this machine's CPU, measured now")
     p.add_argument("--format", choices=("table", "json", "yaml"), default="table")
@@ -53,7 +54,9 @@ def format_table(types: list[DeviceType]) -> str:
                 row.append(fmt.format(value))
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from llmpq.cli.common import add_subcommand
 from llmpq.models.spec import SUPPORTED_BITS, ModelSpec, model_spec
 
 EPILOG = """examples:
@@ -17,13 +18,13 @@ GiB = 1024**3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_subcommand(
+        sub,
         "model-info",
         help="show a model's shape and sizes",
         description="Show a model's shape, parameter count and the sizes the planner uses: one "
         "decoder layer at each bitwidth, KV cache per token, embeddings and head.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="local HF checkpoint directory or shape name")
     p.add_argument("--group-size", type=int, default=128, help="quantization group (3/4-bit)")

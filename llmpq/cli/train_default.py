@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from llmpq.cli.common import add_subcommand
+
 EPILOG = """examples:
   llmpq train-default --out results/models/default            # the real one (minutes on 2 cores)
   llmpq train-default --out /tmp/tiny --preset tiny           # seconds; for tests
@@ -11,13 +13,13 @@ EPILOG = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_subcommand(
+        sub,
         "train-default",
         help="train the built-in default model",
         description="Train a small LLaMA-architecture model on English text that ships with "
         "Python, with a locally trained byte-level BPE tokenizer, and save it in HF format.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, help="output directory (HF checkpoint)")
     p.add_argument("--preset", default="default", help="training preset: default or tiny")
