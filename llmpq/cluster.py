@@ -14,11 +14,12 @@ Cluster YAML (units in key names)::
     devices:
       - {type: T4, count: 3, host: node-a}
       - {type: V100-32G, host: node-b}
-      - {name: small-cpu, type: cpu, memory_GiB: 0.5, cores: 1}  # fields here override the catalog
+      - {name: small-cpu, type: cpu, memory_MiB: 512, cores: 1}  # fields here override the catalog
     links:                                                          # optional
       - {between: [node-a, node-b], bandwidth_GBps: 1.25, latency_ms: 0.05}
 
-Devices given with ``count`` expand to one entry each, named ``<name or type>-<i>``. Links not
+``memory_MiB`` may stand in for ``memory_GiB`` (small CPU budgets read better in MiB). Devices
+given with ``count`` expand to one entry each, named ``<name or type>-<i>``. Links not
 listed default to: inside one host, NVLink where both devices are the same type with NVLink,
 else the slower PCIe of the two (``INTRA_HOST_LATENCY_ms``); between hosts, 10 Gb Ethernet
 (``INTER_HOST_BANDWIDTH_GBps``, ``INTER_HOST_LATENCY_ms``).
@@ -173,6 +174,16 @@ def _entry_type(entry: dict[str, Any], where: str) -> DeviceType:
     """The entry's device type: the catalog's with any inline figures overriding it, or a type
     given entirely inline."""
     figures = {k: v for k, v in entry.items() if k not in DEVICE_KEYS}
+    if "memory_MiB" in figures:
+        if "memory_GiB" in figures:
+            raise UserError(
+                f"{where}.memory_MiB",
+                figures["memory_MiB"],
+                "give memory_GiB or memory_MiB, not both",
+            )
+        figures["memory_GiB"] = (
+            _positive_number(figures.pop("memory_MiB"), f"{where}.memory_MiB") / 1024
+        )
     type_name = entry.get("type")
     if type_name is None:
         raise UserError(f"{where}.type", None, "name a catalog type or `cpu`", "is missing")

@@ -123,3 +123,27 @@ def test_paper_cluster_3_is_three_t4_and_a_v100():
     c = load_cluster(CONFIG / "paper_03.yaml")
     assert c.type_counts() == {"T4": 3, "V100-32G": 1}
     assert c.total_memory_bytes == 80 * 1024**3  # peers.md §(e.3): ΣMem 80 GB
+
+
+def test_memory_in_mib(tmp_path):
+    c = load_cluster(write(tmp_path, "devices:\n  - {type: cpu, memory_MiB: 10}\n"))
+    assert c.devices[0].memory_bytes == 10 * 1024**2
+    with pytest.raises(UserError, match="not both"):
+        load_cluster(write(tmp_path, "devices:\n  - {type: cpu, memory_MiB: 10, memory_GiB: 1}\n"))
+    with pytest.raises(UserError, match="memory_MiB"):
+        load_cluster(write(tmp_path, "devices:\n  - {type: cpu, memory_MiB: -1}\n"))
+
+
+def test_cpu_hetero_cannot_hold_the_default_model_at_16_bits():
+    from llmpq.models.spec import ModelSpec
+
+    c = load_cluster(CONFIG / "cpu_hetero.yaml")
+    assert [d.cores for d in c.devices] == [1, 1]
+    # the default model's shape (llmpq.models.default, preset "default")
+    spec = ModelSpec(
+        name="default", family="llama", model_type="llama", num_layers=6, hidden_size=256,
+        num_heads=4, num_kv_heads=2, head_dim=64, ffn_dim=768, vocab_size=4096,
+        max_positions=1024, embed_dim=256, tie_word_embeddings=False, qkv_bias=False,
+        out_bias=False, mlp_bias=False,
+    )  # fmt: skip
+    assert spec.weight_bytes(16) > c.total_memory_bytes > spec.weight_bytes(8)
