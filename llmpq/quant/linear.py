@@ -1,0 +1,197 @@
+"""Quantized linear modules (the runtime side): 8/4/3-bit weights, fast weight-only kernels.
+
+Usage::
+
+    qw = quantize_rtn(linear.weight, bits=4, group_size=128)     # or quantize_gptq, or a file
+    module = quant_linear(qw, bias=linear.bias, device="cpu")     # Int4Linear
+    y = module(x)                        # x: [..., K] any float dtype -> y: [..., N], x's dtype
+    module.kernel                        # "int4_cpu", "int4_cuda", "int8_cpu", ... or "dequant"
+
+Activations are cast to bf16 for the matmul (the CPU kernels run 30-100x slower on fp32, and
+CUDA's int4 kernel takes bf16 only) and the result back to the input's dtype; scales, zeros
+and bias are bf16, so a bf16 stage runs with no casts. A module is built for one device: its
+buffers are in that device's kernel layout, so build another rather than moving it.
+
+Kernels (ecosystem-notes §6 for the CPU conventions):
+
+==========  ===========================================  ==========================================
+bits        CPU                                          CUDA
+==========  ===========================================  ==========================================
+8           ``_weight_int8pack_mm`` (K % 16 == 0)        the same op where this build has it, else
+                                                         gpt-fast's ``linear(x, w.to(bf16)) * s``
+4           ``_weight_int4pack_mm_for_cpu`` (N % 16)     ``_weight_int4pack_mm`` (N % 8, K % 128)
+3           planes -> the CPU int4 layout, per call,     dequantize on the fly, then ``linear``
+            then the int4 kernel (N % 16)
+==========  ===========================================  ==========================================
+
+Shapes a kernel does not take fall back to ``"dequant"``: codes -> bf16 weight -> ``linear``
+each call, slow but exact, with the same memory. The 3-bit CPU path stores the bit planes of
+the int4 kernel's own layout (:mod:`llmpq.quant.packing`) and rebuilds that layout in four
+vectorized ops per call: memory stays at 3 bits and the matmul is the int4 kernel's.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmpq.quant.packing import (
+    int4_cpu_pack,
+    pack_3bit_planes,
+    pack_nibbles,
+    unpack_3bit_planes,
+    unpack_nibbles,
+)
+from llmpq.quant.rtn import QuantizedWeight, grid_values
+
+COMPUTE_DTYPE = torch.bfloat16
+INT4_CUDA_INNER_K_TILES = 8  # gpt-fast's choice; needs K % (8 * 16) == 0
+
+
+class QuantLinear(nn.Module):
+    """``y = x @ W^T + b`` with W stored quantized; subclasses hold the buffers and the matmul."""
+
+    bits: int
+
+    def __init__(
+        self, qw: QuantizedWeight, bias: torch.Tensor | None, device: torch.device, kernel: str
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = qw.in_features, qw.out_features
+        self.group_size = qw.group_size
+        self.kernel = kernel
+        bias = None if bias is None else bias.detach().to(device, COMPUTE_DTYPE)
+        self.register_buffer("bias", bias)  # [N] or None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).to(COMPUTE_DTYPE).contiguous()  # [M, K]
+        y = self._matmul(rows)  # [M, N]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bits={self.bits}, group_size={self.group_size}, kernel={self.kernel}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+def _cuda_has(op: str) -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", "CUDA")
+
+
+class Int8Linear(QuantLinear):
+    """8-bit per-channel symmetric: int8 weight [N, K] and one bf16 scale per output row."""
+
+    bits = 8
+
+    def __init__(
+        self, qw: QuantizedWeight, bias: torch.Tensor | None, device: torch.device
+    ) -> None:
+        fast = qw.in_features % 16 == 0 and (
+            device.type == "cpu" or _cuda_has("_weight_int8pack_mm")
+        )
+        super().__init__(qw, bias, device, f"int8_{device.type}" if fast else "dequant")
+        self.register_buffer("weight", qw.codes.to(device, torch.int8).contiguous())  # [N, K]
+        self.register_buffer("scales", qw.scales.to(device, COMPUTE_DTYPE))  # [N]
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "dequant":
+            return F.linear(x, self.weight.to(x.dtype)) * self.scales
+        return torch._weight_int8pack_mm(x, self.weight, self.scales)
+
+
+def _scales_and_zeros(qw: QuantizedWeight, device: torch.device) -> torch.Tensor:
+    """The int4 kernels' ``[K / group_size, N, 2]`` (scale, zero) table, bf16."""
+    table = torch.stack([qw.scales, qw.zeros], dim=-1)  # [N, G, 2]
+    return table.transpose(0, 1).contiguous().to(device, COMPUTE_DTYPE)
+
+
+class _GroupedLinear(QuantLinear):
+    """3/4 bits: a (scale, zero) pair per output row and group; shared dequantize fallback."""
+
+    def _dequantized(self, codes: torch.Tensor) -> torch.Tensor:
+        """bf16 weight [N, K] from codes [N, K] and the (scale, zero) table."""
+        sz = self.scales_and_zeros  # [G, N, 2]
+        values = grid_values(codes, sz[..., 0].T, sz[..., 1].T, self.group_size)
+        return values.to(COMPUTE_DTYPE)
+
+
+class Int4Linear(_GroupedLinear):
+    """4-bit group-wise asymmetric: packed uint8 ``[N, K/2]`` (CPU layout) or its CUDA tiles."""
+
+    bits = 4
+
+    def __init__(
+        self, qw: QuantizedWeight, bias: torch.Tensor | None, device: torch.device
+    ) -> None:
+        n, k = qw.out_features, qw.in_features
+        if device.type == "cpu" and n % 16 == 0:
+            kernel, packed = "int4_cpu", int4_cpu_pack(qw.codes)  # uint8 [N, K/2]
+        elif device.type == "cuda" and n % 8 == 0 and k % (INT4_CUDA_INNER_K_TILES * 16) == 0:
+            nibbles = pack_nibbles(qw.codes).to(device)  # uint8 [N, K/2]
+            kernel = "int4_cuda"  # int32 [N/8, K/128, 32, 4]: the same N*K/2 bytes, tiled
+            packed = torch._convert_weight_to_int4pack(nibbles, INT4_CUDA_INNER_K_TILES)
+        else:
+            kernel, packed = "dequant", pack_nibbles(qw.codes)
+        super().__init__(qw, bias, device, kernel)
+        self.register_buffer("packed", packed.to(device))
+        self.register_buffer("scales_and_zeros", _scales_and_zeros(qw, device))  # [G, N, 2]
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "int4_cpu":
+            return torch._weight_int4pack_mm_for_cpu(
+                x, self.packed, self.group_size, self.scales_and_zeros
+            )
+        if self.kernel == "int4_cuda":
+            return torch._weight_int4pack_mm(x, self.packed, self.group_size, self.scales_and_zeros)
+        return F.linear(x, self._dequantized(unpack_nibbles(self.packed)))
+
+
+class Int3Linear(_GroupedLinear):
+    """3-bit group-wise asymmetric: bit planes int32 ``[N, 3K/32]`` (3 words per 32 weights)."""
+
+    bits = 3
+
+    def __init__(
+        self, qw: QuantizedWeight, bias: torch.Tensor | None, device: torch.device
+    ) -> None:
+        if device.type == "cpu" and qw.out_features % 16 == 0:
+            kernel, nibble_bytes = "int4_cpu", int4_cpu_pack(qw.codes)  # uint8 [N, K/2]
+        else:
+            kernel, nibble_bytes = "dequant", pack_nibbles(qw.codes)
+        super().__init__(qw, bias, device, kernel)
+        self.register_buffer("planes", pack_3bit_planes(nibble_bytes).to(device))  # [N, 3K/32]
+        self.register_buffer("scales_and_zeros", _scales_and_zeros(qw, device))  # [G, N, 2]
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        nibble_bytes = unpack_3bit_planes(self.planes)  # uint8 [N, K/2], transient
+        if self.kernel == "int4_cpu":
+            return torch._weight_int4pack_mm_for_cpu(
+                x, nibble_bytes, self.group_size, self.scales_and_zeros
+            )
+        return F.linear(x, self._dequantized(unpack_nibbles(nibble_bytes)))
+
+
+LINEAR_OF_BITS = MappingProxyType({8: Int8Linear, 4: Int4Linear, 3: Int3Linear})
+
+
+def quant_linear(
+    qw: QuantizedWeight, bias: torch.Tensor | None = None, device: torch.device | str = "cpu"
+) -> QuantLinear:
+    """The quantized module for ``qw`` on ``device``, with the fastest kernel the shape allows."""
+    return LINEAR_OF_BITS[qw.bits](qw, bias, torch.device(device))
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes held by a module's parameters and buffers (what the memory model must predict)."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
