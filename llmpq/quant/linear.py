@@ -63,7 +63,7 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = qw.in_features, qw.out_features
         self.group_size = qw.group_size
         self.kernel = kernel
-        bias = None if bias is None else bias.detach().to(device, COMPUTE_DTYPE)
+        bias = None if bias is None else _owned(bias, device, COMPUTE_DTYPE)
         self.register_buffer("bias", bias)  # [N] or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +84,12 @@ class QuantLinear(nn.Module):
         )
 
 
+def _owned(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A fresh, allocator-aligned copy: tensors read from safetensors files can sit at any byte
+    offset, and the CPU kernels crash on (AVX-512) misaligned weights."""
+    return t.detach().to(device, dtype, copy=True).contiguous()
+
+
 def _cuda_has(op: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", "CUDA")
 
@@ -100,8 +106,8 @@ class Int8Linear(QuantLinear):
             device.type == "cpu" or _cuda_has("_weight_int8pack_mm")
         )
         super().__init__(qw, bias, device, f"int8_{device.type}" if fast else "dequant")
-        self.register_buffer("weight", qw.codes.to(device, torch.int8).contiguous())  # [N, K]
-        self.register_buffer("scales", qw.scales.to(device, COMPUTE_DTYPE))  # [N]
+        self.register_buffer("weight", _owned(qw.codes, device, torch.int8))  # [N, K]
+        self.register_buffer("scales", _owned(qw.scales, device, COMPUTE_DTYPE))  # [N]
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel == "dequant":
