@@ -104,7 +104,7 @@ def quantize_gptq(
             column = w_block[:, i]  # [N]
             q = grid_codes(column, col_scale, col_zero, bits)  # [N]
             codes[:, col] = q
-            q_value = _column_values(q, col_scale, col_zero)
+            q_value = _column_values(q, col_scale, col_zero, bits)
             err = (column - q_value) / u_block[i, i]  # [N]
             w_block[:, i:] -= err[:, None] * u_block[i, i:][None, :]
             err_block[:, i] = err
@@ -112,8 +112,10 @@ def quantize_gptq(
     return QuantizedWeight(bits, group_size if bits != 8 else k, codes, scales, zeros)
 
 
-def _column_values(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:
+def _column_values(
+    q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int
+) -> torch.Tensor:
     """float32 [N] of one column of codes, through the same formula as the whole matrix."""
     if zero is None:
-        return grid_values(q[:, None], scale, None, 1)[:, 0]
-    return grid_values(q[:, None], scale[:, None], zero[:, None], 1)[:, 0]
+        return grid_values(q[:, None], scale, None, 1, bits)[:, 0]
+    return grid_values(q[:, None], scale[:, None], zero[:, None], 1, bits)[:, 0]

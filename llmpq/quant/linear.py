@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmpq.quant.packing import (
+    PlaneShifts,
     int4_cpu_pack,
     pack_3bit_planes,
     pack_nibbles,
@@ -49,6 +50,7 @@ from llmpq.quant.rtn import QuantizedWeight, grid_values
 
 COMPUTE_DTYPE = torch.bfloat16
 INT4_CUDA_INNER_K_TILES = 8  # gpt-fast's choice; needs K % (8 * 16) == 0
+CHUNK_BYTES_3BIT = 1 << 20  # int4 bytes rebuilt per 3-bit row chunk (measured: 256 KiB-2 MiB alike)
 
 
 class QuantLinear(nn.Module):
@@ -116,18 +118,21 @@ class Int8Linear(QuantLinear):
 
 
 def _scales_and_zeros(qw: QuantizedWeight, device: torch.device) -> torch.Tensor:
-    """The int4 kernels' ``[K / group_size, N, 2]`` (scale, zero) table, bf16."""
-    table = torch.stack([qw.scales, qw.zeros], dim=-1)  # [N, G, 2]
+    """The int4 kernels' ``[K / group_size, N, 2]`` (scale, zero) table, bf16.
+
+    3-bit codes reach the kernels doubled, so their scale is halved (exact in bf16).
+    """
+    scales = qw.scales / 2 if qw.bits == 3 else qw.scales
+    table = torch.stack([scales, qw.zeros], dim=-1)  # [N, G, 2]
     return table.transpose(0, 1).contiguous().to(device, COMPUTE_DTYPE)
 
 
 class _GroupedLinear(QuantLinear):
     """3/4 bits: a (scale, zero) pair per output row and group; shared dequantize fallback."""
 
-    def _dequantized(self, codes: torch.Tensor) -> torch.Tensor:
-        """bf16 weight [N, K] from codes [N, K] and the (scale, zero) table."""
-        sz = self.scales_and_zeros  # [G, N, 2]
-        values = grid_values(codes, sz[..., 0].T, sz[..., 1].T, self.group_size)
+    def _dequantized(self, codes: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """bf16 weight [R, K] from int4 codes [R, K] (3-bit ones doubled) and their table."""
+        values = grid_values(codes, table[..., 0].T, table[..., 1].T, self.group_size, bits=4)
         return values.to(COMPUTE_DTYPE)
 
 
@@ -159,32 +164,57 @@ class Int4Linear(_GroupedLinear):
             )
         if self.kernel == "int4_cuda":
             return torch._weight_int4pack_mm(x, self.packed, self.group_size, self.scales_and_zeros)
-        return F.linear(x, self._dequantized(unpack_nibbles(self.packed)))
+        return F.linear(x, self._dequantized(unpack_nibbles(self.packed), self.scales_and_zeros))
+
+
+def _row_chunks(rows: int, chunk_rows: int) -> list[tuple[int, int]]:
+    return [(a, min(a + chunk_rows, rows)) for a in range(0, rows, chunk_rows)]
 
 
 class Int3Linear(_GroupedLinear):
-    """3-bit group-wise asymmetric: bit planes int32 ``[N, 3K/32]`` (3 words per 32 weights)."""
+    """3-bit group-wise asymmetric: bit planes int32 ``[N, 3K/32]`` (3 words per 32 weights).
+
+    On CPU the output rows are cut into chunks of ``chunk_rows`` (about ``CHUNK_BYTES_3BIT`` of
+    int4 layout each); each chunk is packed for the int4 kernel on its own, so a call rebuilds
+    one chunk's int4 bytes (cache-sized), multiplies, and moves on: the full 4-bit weight never
+    exists, and the rebuilt bytes are read back from cache rather than memory. The (scale,
+    zero) table is stored chunk-major, ``[G, rows, 2]`` per chunk, flattened.
+    """
 
     bits = 3
 
     def __init__(
         self, qw: QuantizedWeight, bias: torch.Tensor | None, device: torch.device
     ) -> None:
-        if device.type == "cpu" and qw.out_features % 16 == 0:
-            kernel, nibble_bytes = "int4_cpu", int4_cpu_pack(qw.codes)  # uint8 [N, K/2]
-        else:
-            kernel, nibble_bytes = "dequant", pack_nibbles(qw.codes)
-        super().__init__(qw, bias, device, kernel)
+        n, k = qw.out_features, qw.in_features
+        fast = device.type == "cpu" and n % 16 == 0
+        super().__init__(qw, bias, device, "int4_cpu" if fast else "dequant")
+        rows = (CHUNK_BYTES_3BIT // (k // 2)) // 16 * 16
+        self.chunk_rows = min(n, max(16, rows)) if fast else n
+        pack = int4_cpu_pack if fast else pack_nibbles
+        chunks = _row_chunks(n, self.chunk_rows)
+        doubled = qw.codes * 2  # [N, K] in 0..14: see llmpq.quant.packing
+        nibble_bytes = torch.cat([pack(doubled[a:b]) for a, b in chunks])  # uint8 [N, K/2]
         self.register_buffer("planes", pack_3bit_planes(nibble_bytes).to(device))  # [N, 3K/32]
-        self.register_buffer("scales_and_zeros", _scales_and_zeros(qw, device))  # [G, N, 2]
+        table = _scales_and_zeros(qw, device)  # [G, N, 2]
+        flat = torch.cat([table[:, a:b].flatten() for a, b in chunks])  # [G * N * 2]
+        self.register_buffer("scales_and_zeros", flat)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
-        nibble_bytes = unpack_3bit_planes(self.planes)  # uint8 [N, K/2], transient
-        if self.kernel == "int4_cpu":
-            return torch._weight_int4pack_mm_for_cpu(
-                x, nibble_bytes, self.group_size, self.scales_and_zeros
-            )
-        return F.linear(x, self._dequantized(unpack_nibbles(nibble_bytes)))
+        shifts = PlaneShifts.of(self.in_features // 2, x.device)
+        groups = self.in_features // self.group_size
+        outputs, offset = [], 0
+        for a, b in _row_chunks(self.out_features, self.chunk_rows):
+            table = self.scales_and_zeros[offset : offset + groups * (b - a) * 2]
+            table = table.view(groups, b - a, 2)  # [G, R, 2]
+            offset += table.numel()
+            nibble_bytes = unpack_3bit_planes(self.planes[a:b], shifts)  # uint8 [R, K/2]
+            if self.kernel == "int4_cpu":
+                y = torch._weight_int4pack_mm_for_cpu(x, nibble_bytes, self.group_size, table)
+            else:
+                y = F.linear(x, self._dequantized(unpack_nibbles(nibble_bytes), table))
+            outputs.append(y)  # [M, R]
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
 
 
 LINEAR_OF_BITS = MappingProxyType({8: Int8Linear, 4: Int4Linear, 3: Int3Linear})

@@ -4,35 +4,41 @@ Usage::
 
     packed = pack_nibbles(codes)            # codes uint8 [N, K] in 0..15 -> uint8 [N, K/2]
     codes = unpack_nibbles(packed)          # the inverse
-    planes = pack_3bit_planes(packed)       # nibbles all <= 7: uint8 [N, K/2] -> int32 [N, 3K/32]
-    packed = unpack_3bit_planes(planes)     # the inverse: 4 vectorized ops, the 3-bit hot path
+    planes = pack_3bit_planes(pack_nibbles(2 * codes3))   # 3-bit codes, doubled -> int32 [N, 3K/32]
+    packed = unpack_3bit_planes(planes)     # the inverse: six elementwise ops, the 3-bit hot path
     cpu = int4_cpu_pack(codes)              # the layout torch._weight_int4pack_mm_for_cpu reads
 
 Nibble bytes (the portable 4-bit layout, the one CUDA's ``_convert_weight_to_int4pack`` takes):
 byte ``j`` of a row holds code ``2j`` in its high nibble and code ``2j + 1`` in its low nibble.
 
-3-bit bit planes. A row of nibble bytes ``B`` (``K/2`` bytes, each nibble a 3-bit code, so bits
-3 and 7 are zero) is stored as ``3K/8`` bytes, i.e. three 32-bit words per 32 weights:
+3-bit codes travel *doubled*: nibble ``2c`` (bits 1-3, bit 0 zero) with half the scale is the
+same value for the int4 kernels, ``(2c - 8) * scale/2 + zero = (c - 4) * scale + zero``, and it
+puts the top code bit at nibble bit 3, which lets every shift below go one way. A row of such
+nibble bytes ``B`` (``K/2`` bytes, data in bits 1-3 and 5-7) is stored as ``3K/8`` bytes, i.e.
+three 32-bit words per 32 weights, in two bit planes:
 
-* plane T, ``K/4`` bytes: ``T[j] = (B[j] & 0x33) | (B[j + K/4] & 0x33) << 2`` (the two low bits
-  of both nibbles of two bytes, half a row apart);
-* plane U, ``K/8`` bytes: ``U[j] = (B[j] & 0x44) >> 2 | (B[j + K/8] & 0x44) >> 1
-  | B[j + K/4] & 0x44 | (B[j + 3K/8] & 0x44) << 1`` (the third bit of four bytes, a quarter
-  row apart).
+* plane T, ``K/4`` bytes: ``T[j] = (B[j] & 0x66) >> 1 | (B[j + K/4] & 0x66) << 1``: code bits
+  0-1 of both nibbles of two bytes half a row apart;
+* plane U, ``K/8`` bytes: ``U[j] = OR over q of (B[j + q K/8] & 0x88) >> q``: code bit 2 of
+  both nibbles of four bytes a quarter row apart.
 
-Because partners sit a whole half or quarter row apart, unpacking is a handful of elementwise
-ops on 64-bit words whose results land in contiguous halves and quarters of the output; no bit
-ever crosses a byte boundary after masking. The planes work on *any* nibble bytes, so the CPU
-runtime stores the planes of the kernel's own (opaque) int4 layout and rebuilds it per call: the
-weights stay at 3 bits in memory and the matmul is the int4 kernel's.
+Unpacking is ``(T << 1) & 0x66`` and ``(T >> 1) & 0x66`` for the two halves and
+``(U << q) & 0x88`` OR-ed into quarter ``q``, on 64-bit words: partners sit a whole half or
+quarter row apart, so results land in contiguous halves and quarters, and bits that cross a
+byte boundary are always masked off. The planes work on *any* nibble bytes, so the CPU runtime
+stores the planes of the int4 kernel's own (opaque) layout and rebuilds it per call: weights
+stay at 3 bits in memory and the matmul is the int4 kernel's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-LOW2 = 0x33  # bits 0, 1, 4, 5 of a nibble byte: the two low bits of both codes
-BIT2 = 0x44  # bits 2 and 6: the third bit of both codes
+LOW2 = 0x66  # bits 1, 2, 5, 6 of a nibble byte: the two low bits of both doubled 3-bit codes
+BIT2 = 0x88  # bits 3 and 7: their top bit
+DATA3 = LOW2 | BIT2  # bits 0 and 4 are zero in doubled codes
 INT4_CPU_INNER_K_TILES = 8  # the argument ecosystem-notes §6 verified
 
 
@@ -57,11 +63,6 @@ def int4_cpu_pack(codes: torch.Tensor) -> torch.Tensor:
     return torch._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), INT4_CPU_INNER_K_TILES)
 
 
-def _word_dtype(nibble_bytes_per_row: int) -> torch.dtype:
-    """The widest integer whose size divides a quarter of the plane-U row (K/8 bytes)."""
-    return torch.int64 if (nibble_bytes_per_row // 4) % 8 == 0 else torch.int32
-
-
 def _every_byte(byte: int, dtype: torch.dtype) -> int:
     """``byte`` repeated in every byte of a ``dtype`` word (positive: byte < 0x80)."""
     return int.from_bytes(bytes([byte]) * dtype.itemsize, "little")
@@ -73,33 +74,55 @@ def _check_3bit_width(nibble_bytes_per_row: int) -> None:
 
 
 def pack_3bit_planes(nibble_bytes: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, K/2] whose nibbles are all <= 7 -> int32 [N, 3K/32] (planes T then U)."""
+    """uint8 [N, K/2] of doubled 3-bit codes (all nibbles even) -> int32 [N, 3K/32]: T then U."""
     width = nibble_bytes.shape[1]
     _check_3bit_width(width)
     b = nibble_bytes.to(torch.uint8)
+    if (b & (0xFF & ~DATA3)).any():
+        raise ValueError("3-bit planes take doubled codes: every nibble must be even and <= 14")
     half, quarter = width // 2, width // 4
-    t = (b[:, :half] & LOW2) | ((b[:, half:] & LOW2) << 2)  # [N, K/4]
-    q = [b[:, k * quarter : (k + 1) * quarter] & BIT2 for k in range(4)]  # 4 x [N, K/8]
-    u = (q[0] >> 2) | (q[1] >> 1) | q[2] | (q[3] << 1)  # [N, K/8]
+    t = ((b[:, :half] & LOW2) >> 1) | ((b[:, half:] & LOW2) << 1)  # [N, K/4]
+    u = torch.zeros_like(b[:, :quarter])  # [N, K/8]
+    for q in range(4):
+        u |= (b[:, q * quarter : (q + 1) * quarter] & BIT2) >> q
     return torch.cat([t, u], dim=1).contiguous().view(torch.int32)  # [N, 3K/32]
 
 
-def unpack_3bit_planes(planes: torch.Tensor) -> torch.Tensor:
-    """int32 [N, 3K/32] -> uint8 [N, K/2] nibble bytes (the inverse of :func:`pack_3bit_planes`)."""
+@dataclass(frozen=True, eq=False)
+class PlaneShifts:
+    """Word dtype, shift amounts and masks that unpack 3-bit planes of one width.
+
+    Made once per call and shared by every row chunk (a tiny tensor costs microseconds).
+    """
+
+    word: torch.dtype  # int64 when a quarter of plane U (K/8 bytes) is whole words, else int32
+    quarters: torch.Tensor  # [4, 1]: U << 0, 1, 2, 3 for quarters 0..3
+    low2: int  # LOW2 in every byte of a word
+    bit2: int  # BIT2 in every byte of a word
+
+    @classmethod
+    def of(cls, nibble_bytes_per_row: int, device: torch.device | str = "cpu") -> PlaneShifts:
+        word = torch.int64 if (nibble_bytes_per_row // 4) % 8 == 0 else torch.int32
+        quarters = torch.arange(4, dtype=word, device=device)[:, None]
+        return cls(word, quarters, _every_byte(LOW2, word), _every_byte(BIT2, word))
+
+
+def unpack_3bit_planes(planes: torch.Tensor, shifts: PlaneShifts | None = None) -> torch.Tensor:
+    """int32 [N, 3K/32] -> uint8 [N, K/2] nibble bytes (the inverse of :func:`pack_3bit_planes`).
+
+    Six elementwise ops (five passes over output-sized words), all but one writing in place.
+    """
     rows = planes.shape[0]
     width = planes.shape[1] * 4 * 4 // 3  # K/2 nibble bytes per row (3K/8 bytes stored)
-    word = _word_dtype(width)
-    words = planes.view(word)  # [N, 3K/8 / word_bytes]
+    shifts = shifts or PlaneShifts.of(width, planes.device)
+    words = planes.view(shifts.word)  # [N, 3K/8 / word_bytes]
     t_words = words.shape[1] * 2 // 3
-    t, u = words[:, :t_words], words[:, t_words:]  # [N, K/4 bytes], [N, K/8 bytes] as words
-    dev = planes.device
-    # T: low half of the row is t & mask, high half (t >> 2) & mask: one broadcast op each.
-    out = (t[:, None, :] >> torch.tensor([0, 2], dtype=word, device=dev)[:, None]) & _every_byte(
-        LOW2, word
-    )  # [N, 2, w]
-    # U: quarter k gets bit 2/6 of U's bits (2-k, 6-k): shift left 2, 1, 0, then right 1.
-    left = torch.tensor([2, 1, 0, 0], dtype=word, device=dev)[:, None]
-    right = torch.tensor([0, 0, 0, 1], dtype=word, device=dev)[:, None]
-    third = ((u[:, None, :] << left) >> right) & _every_byte(BIT2, word)  # [N, 4, w/4]
-    out.view(rows, 4, -1).bitwise_or_(third)
+    t, u = words[:, :t_words], words[:, t_words:]  # plane T: K/4 bytes, plane U: K/8 bytes
+    out = torch.empty(rows, 2, t_words, dtype=shifts.word, device=planes.device)  # 2 halves
+    torch.bitwise_left_shift(t, 1, out=out[:, 0])
+    torch.bitwise_right_shift(t, 1, out=out[:, 1])
+    out.bitwise_and_(shifts.low2)
+    top = u[:, None, :] << shifts.quarters  # [N, 4, K/8 bytes]: the top bit of each quarter
+    top.bitwise_and_(shifts.bit2)
+    out.view(rows, 4, -1).bitwise_or_(top)
     return out.view(torch.uint8).view(rows, width)

@@ -11,9 +11,11 @@ The grids (shared with :mod:`llmpq.quant.gptq`):
 * 8 bits, per output channel, symmetric: ``w ≈ q * scale``, q int8 in -128..127, one scale per
   row (``scale = max|w| / 127``).
 * 4 and 3 bits, per (output channel, group of ``group_size`` inputs), asymmetric:
-  ``w ≈ (q - 8) * scale + zero``, q in 0..2^bits - 1. ``zero`` is the value of code 8, the
-  convention of ``torch._weight_int4pack_mm`` (a 3-bit code never reaches 8; the grid is
-  centred on the group's range either way).
+  ``w ≈ (q - mid) * scale + zero``, q in 0..2^bits - 1, ``mid = 2^(bits-1)`` (8 or 4): ``zero``
+  is the value of the middle code. At 4 bits this is the convention of
+  ``torch._weight_int4pack_mm``; 3-bit codes reach that kernel doubled, ``2q`` with
+  ``scale / 2``, which gives the same values (see :mod:`llmpq.quant.packing`). The grid is
+  centred on the group's range.
 
 Scales and zeros are rounded to the runtime's 16-bit dtype *before* the codes are chosen, so
 the codes are the nearest for the grid the kernels actually use.
@@ -30,7 +32,6 @@ from llmpq.models.spec import SUPPORTED_BITS
 
 QUANT_BITS = (3, 4, 8)  # bitwidths with a quantized module; 16 stays a 16-bit nn.Linear
 GROUP_SIZES = (32, 64, 128, 256)  # what the int4 kernels accept
-MID_CODE = 8  # 3/4 bits: the code whose value is `zero`
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +54,7 @@ class QuantizedWeight:
 
     def dequantize(self) -> torch.Tensor:
         """The weights the grid represents: float32 [N, K]."""
-        return grid_values(self.codes, self.scales, self.zeros, self.group_size)
+        return grid_values(self.codes, self.scales, self.zeros, self.group_size, self.bits)
 
 
 def check_quant_args(bits: int, group_size: int, in_features: int | None = None) -> None:
@@ -71,9 +72,14 @@ def check_quant_args(bits: int, group_size: int, in_features: int | None = None)
         )
 
 
+def mid_code(bits: int) -> int:
+    """3/4 bits: the code whose value is ``zero`` (8 at 4 bits, 4 at 3 bits)."""
+    return 2 ** (bits - 1)
+
+
 def _round_scale(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``scale`` in ``dtype``, never zero (a constant row or group gets the smallest normal)."""
-    return scale.to(dtype).clamp_min(torch.finfo(dtype).tiny)
+    """``scale`` in ``dtype``, never zero; half of it is still a normal number (3-bit kernels)."""
+    return scale.to(dtype).clamp_min(2 * torch.finfo(dtype).tiny)
 
 
 def grid_params(
@@ -89,8 +95,8 @@ def grid_params(
     lo, hi = w.amin(-1), w.amax(-1)  # [...]
     levels = 2**bits - 1
     scale = _round_scale((hi - lo) / levels, dtype)
-    # code c has value zero + (c - 8) * scale; put the middle code (levels / 2) at the mid-range
-    zero = ((lo + hi) / 2 + (MID_CODE - levels / 2) * scale.float()).to(dtype)
+    # code c has value zero + (c - mid) * scale; put the grid's centre (levels / 2) mid-range
+    zero = ((lo + hi) / 2 + (mid_code(bits) - levels / 2) * scale.float()).to(dtype)
     return scale, zero
 
 
@@ -101,19 +107,23 @@ def grid_codes(
     w = w.float()
     if bits == 8:
         return (w / scale.float()).round().clamp(-128, 127).to(torch.int8)
-    q = ((w - zero.float()) / scale.float()).round() + MID_CODE
+    q = ((w - zero.float()) / scale.float()).round() + mid_code(bits)
     return q.clamp(0, 2**bits - 1).to(torch.uint8)
 
 
 def grid_values(
-    codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, group_size: int
+    codes: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor | None,
+    group_size: int,
+    bits: int,
 ) -> torch.Tensor:
     """float32 [N, K] of codes [N, K] with per-row scales [N] (8 bits) or per-group [N, G]."""
     if zeros is None:
         return codes.float() * scales.float()[:, None]
     n, k = codes.shape
     grouped = codes.float().view(n, k // group_size, group_size)  # [N, G, g]
-    values = (grouped - MID_CODE) * scales.float()[..., None] + zeros.float()[..., None]
+    values = (grouped - mid_code(bits)) * scales.float()[..., None] + zeros.float()[..., None]
     return values.view(n, k)
 
 

@@ -13,8 +13,8 @@ private layout), for each quantized linear ``layers.{i}.{name}`` (``name`` as in
 ``ModelSpec.layer_linears()``):
 
 * ``.qweight``: 8 bits int8 ``[N, K]``; 4 bits uint8 ``[N, K/2]`` nibble bytes
-  (:func:`llmpq.quant.packing.pack_nibbles`); 3 bits int32 ``[N, 3K/32]``, the bit planes of
-  those nibble bytes (:func:`llmpq.quant.packing.pack_3bit_planes`).
+  (:func:`llmpq.quant.packing.pack_nibbles`); 3 bits int32 ``[N, 3K/32]``, the bit planes
+  (:func:`llmpq.quant.packing.pack_3bit_planes`) of the nibble bytes of the doubled codes.
 * ``.scales``: bf16 ``[N]`` (8 bits) or ``[N, K/group_size]``; ``.zeros`` (3/4 bits): bf16
   ``[N, K/group_size]``, the value of code 8 (see :mod:`llmpq.quant.rtn`).
 
@@ -135,8 +135,10 @@ def _portable(qw: QuantizedWeight) -> dict[str, torch.Tensor]:
     """The file's tensors of one linear (see the module docstring)."""
     if qw.bits == 8:
         return {"qweight": qw.codes.contiguous(), "scales": qw.scales.contiguous()}
-    nibbles = pack_nibbles(qw.codes)  # uint8 [N, K/2]
-    qweight = nibbles if qw.bits == 4 else pack_3bit_planes(nibbles)
+    if qw.bits == 4:
+        qweight = pack_nibbles(qw.codes)  # uint8 [N, K/2]
+    else:
+        qweight = pack_3bit_planes(pack_nibbles(qw.codes * 2))  # int32 [N, 3K/32]
     return {"qweight": qweight, "scales": qw.scales.contiguous(), "zeros": qw.zeros.contiguous()}
 
 
@@ -146,5 +148,8 @@ def _from_portable(
     qweight, scales = parts["qweight"], parts["scales"]
     if bits == 8:
         return QuantizedWeight(8, qweight.shape[1], qweight, scales, None)
-    nibbles = qweight if bits == 4 else unpack_3bit_planes(qweight)
-    return QuantizedWeight(bits, group_size, unpack_nibbles(nibbles), scales, parts["zeros"])
+    if bits == 4:
+        codes = unpack_nibbles(qweight)
+    else:
+        codes = unpack_nibbles(unpack_3bit_planes(qweight)) // 2
+    return QuantizedWeight(bits, group_size, codes, scales, parts["zeros"])

@@ -78,7 +78,7 @@ def test_3bit_module_keeps_only_the_bit_planes() -> None:
     buffers = dict(module.named_buffers())
     assert set(buffers) == {"bias", "planes", "scales_and_zeros"}
     assert buffers["planes"].shape == (64, 3 * 256 // 32)  # int32: 3 words per 32 weights
-    assert buffers["scales_and_zeros"].shape == (256 // 32, 64, 2)
+    assert buffers["scales_and_zeros"].shape == (256 // 32 * 64 * 2,)  # chunk-major [G, R, 2]
 
 
 def test_classes_and_repr() -> None:

@@ -30,7 +30,7 @@ def test_nibbles_round_trip_with_the_even_code_in_the_high_nibble() -> None:
 # K = 32 and 96 unpack through int32 words, 64 and 4096 through int64 words
 @pytest.mark.parametrize("rows, k", [(16, 32), (3, 64), (48, 96), (8, 4096)])
 def test_3bit_planes_round_trip_at_3_bits_per_weight(rows: int, k: int) -> None:
-    nibble_bytes = pack_nibbles(_codes(rows, k, 7, seed=k))
+    nibble_bytes = pack_nibbles(_codes(rows, k, 7, seed=k) * 2)  # doubled 3-bit codes
     planes = pack_3bit_planes(nibble_bytes)
     assert planes.dtype == torch.int32 and planes.shape == (rows, 3 * k // 32)  # 3 words / 32
     assert planes.nbytes * 8 == 3 * rows * k
@@ -38,12 +38,14 @@ def test_3bit_planes_round_trip_at_3_bits_per_weight(rows: int, k: int) -> None:
 
 
 def test_3bit_planes_hold_the_cpu_kernel_layout_exactly() -> None:
-    codes = _codes(32, 256, 7)
-    cpu = int4_cpu_pack(codes)  # opaque, but every nibble is a code <= 7
-    assert cpu.shape == (32, 128) and int((cpu & 0x88).max()) == 0
+    codes = _codes(32, 256, 7) * 2
+    cpu = int4_cpu_pack(codes)  # opaque, but every nibble is an even code <= 14
+    assert cpu.shape == (32, 128) and int((cpu & 0x11).max()) == 0
     assert torch.equal(unpack_3bit_planes(pack_3bit_planes(cpu)), cpu)
 
 
-def test_3bit_planes_need_k_a_multiple_of_32() -> None:
+def test_3bit_planes_need_k_a_multiple_of_32_and_doubled_codes() -> None:
     with pytest.raises(ValueError, match="K % 32"):
-        pack_3bit_planes(pack_nibbles(_codes(2, 48, 7)))
+        pack_3bit_planes(pack_nibbles(_codes(2, 48, 7) * 2))
+    with pytest.raises(ValueError, match="doubled codes"):
+        pack_3bit_planes(pack_nibbles(torch.ones(2, 64, dtype=torch.uint8)))
