@@ -34,7 +34,7 @@ from llmpq.models.default import evaluate_perplexity
 from llmpq.models.spec import ModelSpec
 from llmpq.models.stage import PipelineStage, StageRange, chain_forward
 from llmpq.quant.apply import load_quantized_stage
-from llmpq.quant.calibration import token_ids_of_file
+from llmpq.quant.calibration import model_text_ids
 from llmpq.quant.offline import check_bit_plan, quantize_model
 from llmpq.quant.state import QuantizedModel
 
@@ -97,26 +97,6 @@ def _stage_ranges(
     return ranges
 
 
-def _eval_ids(model_dir: Path, text: str | Path | None) -> tuple[Path, torch.Tensor]:
-    path = Path(text) if text is not None else model_dir / HELDOUT_TEXT
-    if text is None and not path.is_file():
-        raise UserError(
-            "text",
-            str(path),
-            "pass a text file to evaluate (--text FILE)",
-            problem="does not exist (the model has no held-out split)",
-        )
-    ids = token_ids_of_file(model_dir, path, "text")
-    if ids.numel() < MIN_EVAL_TOKENS:
-        raise UserError(
-            "text",
-            str(path),
-            f"give a text of at least {MIN_EVAL_TOKENS} tokens",
-            problem=f"is too short to evaluate ({ids.numel()} tokens)",
-        )
-    return path, ids
-
-
 def plan_perplexity(
     model_dir: str | Path,
     bits_per_layer: Sequence[int],
@@ -143,7 +123,9 @@ def plan_perplexity(
     spec = ModelSpec.from_hf_config(ckpt.config_dict(), name=model_dir.name)
     bits = check_bit_plan(spec, bits_per_layer, group_size, method)
     ranges = _stage_ranges(stage_layers, spec.num_layers)
-    text_path, ids = _eval_ids(model_dir, text)
+    text_path, ids = model_text_ids(
+        model_dir, text, HELDOUT_TEXT, "evaluate", "--text", MIN_EVAL_TOKENS
+    )
     window = min(window_tokens or DEFAULT_WINDOW_TOKENS, spec.max_positions)
     if quantized is None:
         quantized = quantize_model(model_dir, bits, method, group_size, calib_text=calib_text)

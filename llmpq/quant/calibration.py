@@ -2,8 +2,11 @@
 
 Usage::
 
-    ids = token_ids_of_file("results/models/default", "results/models/default/data/heldout.txt")
-    windows = calibration_windows("results/models/default")   # [32, 512] from data/train.txt
+    model_dir = "results/models/default"
+    ids = token_ids_of_file(model_dir, "my.txt")               # [T], the model's own tokenizer
+    windows = calibration_windows(model_dir)                    # [32, 512] from data/train.txt
+    path, ids = model_text_ids(model_dir, None, Path("data/heldout.txt"), "evaluate", "--text", 64)
+    # -> the held-out split's ids, or a UserError naming the file and the flag that gives one
 
 Text is tokenized as the default model's report does (``tokenizer(text)["input_ids"]``, no
 special tokens added), with the tokenizer saved next to the model.
@@ -45,6 +48,39 @@ def token_ids_of_file(model_dir: str | Path, path: str | Path, field: str = "tex
     return torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
 
 
+def model_text_ids(
+    model_dir: str | Path,
+    text: str | Path | None,
+    split: Path,
+    purpose: str,
+    flag: str,
+    min_tokens: int,
+) -> tuple[Path, torch.Tensor]:
+    """(path, token ids [T]) of ``text``, or of the model's own ``MODEL/split`` file.
+
+    UserError if the file is missing or has fewer than ``min_tokens`` tokens; ``purpose``
+    ("evaluate", "calibrate") and ``flag`` (the CLI flag giving a file) word the message.
+    """
+    path = Path(text) if text is not None else Path(model_dir) / split
+    field = "text" if purpose == "evaluate" else "calibration text"
+    if text is None and not path.is_file():
+        raise UserError(
+            field,
+            str(path),
+            f"pass a text file to {purpose} on ({flag} FILE)",
+            problem=f"does not exist (the model has no {split.as_posix()})",
+        )
+    ids = token_ids_of_file(model_dir, path, field)
+    if ids.numel() < min_tokens:
+        raise UserError(
+            field,
+            str(path),
+            f"give a text of at least {min_tokens} tokens",
+            problem=f"is too short to {purpose} ({ids.numel()} tokens)",
+        )
+    return path, ids
+
+
 def calibration_windows(
     model_dir: str | Path,
     text: str | Path | None = None,
@@ -57,21 +93,6 @@ def calibration_windows(
     A text shorter than ``num_windows * window_tokens`` gives overlapping windows; one shorter
     than a window is a UserError.
     """
-    path = Path(text) if text is not None else Path(model_dir) / TRAIN_TEXT
-    if text is None and not path.is_file():
-        raise UserError(
-            "calibration text",
-            str(path),
-            "pass a calibration text file (--calib-text) for this model",
-            problem="does not exist (GPTQ needs sample text)",
-        )
-    ids = token_ids_of_file(model_dir, path, "calibration text")
-    if ids.numel() < window_tokens:
-        raise UserError(
-            "calibration text",
-            str(path),
-            f"give at least {window_tokens} tokens of text",
-            problem=f"has {ids.numel()} tokens",
-        )
+    _, ids = model_text_ids(model_dir, text, TRAIN_TEXT, "calibrate", "--calib-text", window_tokens)
     starts = torch.linspace(0, ids.numel() - window_tokens, num_windows).long()  # [W]
     return ids[starts[:, None] + torch.arange(window_tokens)]  # [W, window_tokens]

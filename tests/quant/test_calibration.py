@@ -24,7 +24,7 @@ def test_short_or_missing_calibration_text_is_a_user_error(
 ) -> None:
     short = tmp_path / "short.txt"
     short.write_text("just a few words")
-    with pytest.raises(UserError, match="give at least 64 tokens"):
+    with pytest.raises(UserError, match="too short to calibrate"):
         calibration_windows(tiny_default, short, window_tokens=64)
     with pytest.raises(UserError, match="does not exist"):
         calibration_windows(tiny_default, tmp_path / "nothing.txt")
