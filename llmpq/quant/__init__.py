@@ -11,7 +11,7 @@ stage's ``nn.Linear`` modules for quantized ones::
                                  QuantizedModel.load("default-plan.safetensors"))  # runtime
 
 Modules: :mod:`~llmpq.quant.rtn` (grids, round-to-nearest, :class:`QuantizedWeight`),
-:mod:`~llmpq.quant.gptq`, :mod:`~llmpq.quant.packing` (nibbles, 3-bit planes, kernel layouts),
+:mod:`~llmpq.quant.gptq`, :mod:`~llmpq.quant.packing` (nibbles, 3-bit packing, kernel layouts),
 :mod:`~llmpq.quant.linear` (QuantLinear and its kernels), :mod:`~llmpq.quant.state` (the
 safetensors artefact), :mod:`~llmpq.quant.calibration`, :mod:`~llmpq.quant.offline` and
 :mod:`~llmpq.quant.apply`. Storage sizes follow the contract in :mod:`llmpq.models.spec`.

@@ -20,14 +20,15 @@ bits        CPU                                          CUDA
 8           ``_weight_int8pack_mm`` (K % 16 == 0)        the same op where this build has it, else
                                                          gpt-fast's ``linear(x, w.to(bf16)) * s``
 4           ``_weight_int4pack_mm_for_cpu`` (N % 16)     ``_weight_int4pack_mm`` (N % 8, K % 128)
-3           planes -> the CPU int4 layout, per call,     dequantize on the fly, then ``linear``
-            then the int4 kernel (N % 16)
+3           3/4-byte packing -> the CPU int4 layout      dequantize on the fly, then ``linear``
+            per row chunk, then the int4 kernel (N % 16)
 ==========  ===========================================  ==========================================
 
 Shapes a kernel does not take fall back to ``"dequant"``: codes -> bf16 weight -> ``linear``
-each call, slow but exact, with the same memory. The 3-bit CPU path stores the bit planes of
-the int4 kernel's own layout (:mod:`llmpq.quant.packing`) and rebuilds that layout in four
-vectorized ops per call: memory stays at 3 bits and the matmul is the int4 kernel's.
+each call, slow but exact, with the same memory. The 3-bit CPU path stores the int4 kernel's
+own layout packed to 3 bits (:mod:`llmpq.quant.packing`) and rebuilds it, a cache-sized row
+chunk at a time, in four elementwise ops: memory stays at 3 bits, the matmul is the int4
+kernel's.
 """
 
 from __future__ import annotations
@@ -39,11 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmpq.quant.packing import (
-    PlaneShifts,
     int4_cpu_pack,
-    pack_3bit_planes,
+    pack_3bit,
     pack_nibbles,
-    unpack_3bit_planes,
+    unpack_3bit,
     unpack_nibbles,
 )
 from llmpq.quant.rtn import QuantizedWeight, grid_values
@@ -172,13 +172,15 @@ def _row_chunks(rows: int, chunk_rows: int) -> list[tuple[int, int]]:
 
 
 class Int3Linear(_GroupedLinear):
-    """3-bit group-wise asymmetric: bit planes int32 ``[N, 3K/32]`` (3 words per 32 weights).
+    """3-bit group-wise asymmetric: ``packed`` uint8, 3 bytes per 8 weights (3 words per 32).
 
     On CPU the output rows are cut into chunks of ``chunk_rows`` (about ``CHUNK_BYTES_3BIT`` of
-    int4 layout each); each chunk is packed for the int4 kernel on its own, so a call rebuilds
-    one chunk's int4 bytes (cache-sized), multiplies, and moves on: the full 4-bit weight never
-    exists, and the rebuilt bytes are read back from cache rather than memory. The (scale,
-    zero) table is stored chunk-major, ``[G, rows, 2]`` per chunk, flattened.
+    int4 layout each); each chunk is packed for the int4 kernel on its own and then to 3 bits
+    along its rows (``packed``: [3N/4, K/2]), so a call rebuilds one chunk's int4 bytes
+    (cache-sized), multiplies, and moves on: the 4-bit weight never exists whole, and the
+    rebuilt bytes are read back from cache. Elsewhere (``dequant``) ``packed`` is the file
+    layout, [N, 3K/8]. Codes are doubled (:mod:`llmpq.quant.packing`), so the (scale, zero)
+    table holds half scales; it is stored chunk-major, ``[G, rows, 2]`` per chunk, flattened.
     """
 
     bits = 3
@@ -191,29 +193,30 @@ class Int3Linear(_GroupedLinear):
         super().__init__(qw, bias, device, "int4_cpu" if fast else "dequant")
         rows = (CHUNK_BYTES_3BIT // (k // 2)) // 16 * 16
         self.chunk_rows = min(n, max(16, rows)) if fast else n
-        pack = int4_cpu_pack if fast else pack_nibbles
         chunks = _row_chunks(n, self.chunk_rows)
-        doubled = qw.codes * 2  # [N, K] in 0..14: see llmpq.quant.packing
-        nibble_bytes = torch.cat([pack(doubled[a:b]) for a, b in chunks])  # uint8 [N, K/2]
-        self.register_buffer("planes", pack_3bit_planes(nibble_bytes).to(device))  # [N, 3K/32]
+        doubled = qw.codes * 2  # [N, K] in 0..14
+        if fast:  # each chunk: int4 CPU layout [R, K/2] -> 3/4 of its rows
+            packed = torch.cat([pack_3bit(int4_cpu_pack(doubled[a:b]), dim=0) for a, b in chunks])
+        else:
+            packed = pack_3bit(pack_nibbles(doubled), dim=1)  # [N, 3K/8]
+        self.register_buffer("packed", packed.to(device))
         table = _scales_and_zeros(qw, device)  # [G, N, 2]
         flat = torch.cat([table[:, a:b].flatten() for a, b in chunks])  # [G * N * 2]
         self.register_buffer("scales_and_zeros", flat)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
-        shifts = PlaneShifts.of(self.in_features // 2, x.device)
+        if self.kernel == "dequant":
+            table = self.scales_and_zeros.view(-1, self.out_features, 2)  # one chunk
+            codes = unpack_nibbles(unpack_3bit(self.packed, dim=1))  # doubled, [N, K]
+            return F.linear(x, self._dequantized(codes, table))
         groups = self.in_features // self.group_size
-        outputs, offset = [], 0
+        outputs = []
         for a, b in _row_chunks(self.out_features, self.chunk_rows):
-            table = self.scales_and_zeros[offset : offset + groups * (b - a) * 2]
-            table = table.view(groups, b - a, 2)  # [G, R, 2]
-            offset += table.numel()
-            nibble_bytes = unpack_3bit_planes(self.planes[a:b], shifts)  # uint8 [R, K/2]
-            if self.kernel == "int4_cpu":
-                y = torch._weight_int4pack_mm_for_cpu(x, nibble_bytes, self.group_size, table)
-            else:
-                y = F.linear(x, self._dequantized(unpack_nibbles(nibble_bytes), table))
-            outputs.append(y)  # [M, R]
+            table = self.scales_and_zeros[groups * a * 2 : groups * b * 2].view(groups, b - a, 2)
+            nibble_bytes = unpack_3bit(self.packed[a * 3 // 4 : b * 3 // 4], dim=0)  # [R, K/2]
+            outputs.append(
+                torch._weight_int4pack_mm_for_cpu(x, nibble_bytes, self.group_size, table)
+            )  # [M, R]
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
 
 

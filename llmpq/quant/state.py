@@ -13,8 +13,8 @@ private layout), for each quantized linear ``layers.{i}.{name}`` (``name`` as in
 ``ModelSpec.layer_linears()``):
 
 * ``.qweight``: 8 bits int8 ``[N, K]``; 4 bits uint8 ``[N, K/2]`` nibble bytes
-  (:func:`llmpq.quant.packing.pack_nibbles`); 3 bits int32 ``[N, 3K/32]``, the bit planes
-  (:func:`llmpq.quant.packing.pack_3bit_planes`) of the nibble bytes of the doubled codes.
+  (:func:`llmpq.quant.packing.pack_nibbles`); 3 bits uint8 ``[N, 3K/8]``: the nibble bytes
+  of the doubled codes packed along each row (``pack_3bit(..., dim=1)``, same module).
 * ``.scales``: bf16 ``[N]`` (8 bits) or ``[N, K/group_size]``; ``.zeros`` (3/4 bits): bf16
   ``[N, K/group_size]``, the value of code 8 (see :mod:`llmpq.quant.rtn`).
 
@@ -37,7 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from llmpq.errors import UserError
-from llmpq.quant.packing import pack_3bit_planes, pack_nibbles, unpack_3bit_planes, unpack_nibbles
+from llmpq.quant.packing import pack_3bit, pack_nibbles, unpack_3bit, unpack_nibbles
 from llmpq.quant.rtn import QuantizedWeight
 
 FORMAT = "llmpq.quant/1"
@@ -138,7 +138,7 @@ def _portable(qw: QuantizedWeight) -> dict[str, torch.Tensor]:
     if qw.bits == 4:
         qweight = pack_nibbles(qw.codes)  # uint8 [N, K/2]
     else:
-        qweight = pack_3bit_planes(pack_nibbles(qw.codes * 2))  # int32 [N, 3K/32]
+        qweight = pack_3bit(pack_nibbles(qw.codes * 2), dim=1)  # uint8 [N, 3K/8]
     return {"qweight": qweight, "scales": qw.scales.contiguous(), "zeros": qw.zeros.contiguous()}
 
 
@@ -151,5 +151,5 @@ def _from_portable(
     if bits == 4:
         codes = unpack_nibbles(qweight)
     else:
-        codes = unpack_nibbles(unpack_3bit_planes(qweight)) // 2
+        codes = unpack_nibbles(unpack_3bit(qweight, dim=1)) // 2
     return QuantizedWeight(bits, group_size, codes, scales, parts["zeros"])

@@ -73,11 +73,11 @@ def test_bytes_are_the_layout_contract(bits: int) -> None:
     assert module_bytes(module) == expected
 
 
-def test_3bit_module_keeps_only_the_bit_planes() -> None:
+def test_3bit_module_keeps_only_3_bits_per_weight() -> None:
     module = quant_linear(*_linear(64, 256, 3))
     buffers = dict(module.named_buffers())
-    assert set(buffers) == {"bias", "planes", "scales_and_zeros"}
-    assert buffers["planes"].shape == (64, 3 * 256 // 32)  # int32: 3 words per 32 weights
+    assert set(buffers) == {"bias", "packed", "scales_and_zeros"}
+    assert buffers["packed"].shape == (48, 128)  # 3/4 of the rows of the int4 layout [64, 128]
     assert buffers["scales_and_zeros"].shape == (256 // 32 * 64 * 2,)  # chunk-major [G, R, 2]
 
 

@@ -48,7 +48,7 @@ def test_file_stores_packed_weights(tmp_path: Path) -> None:
         assert f.metadata()["format"] == "llmpq.quant/1"
     assert shapes["layers.0.mlp.down_proj.qweight"] == ([32, 128], "I8")
     assert shapes["layers.1.mlp.down_proj.qweight"] == ([32, 64], "U8")  # two codes a byte
-    assert shapes["layers.3.mlp.down_proj.qweight"] == ([32, 12], "I32")  # 3 words / 32 codes
+    assert shapes["layers.3.mlp.down_proj.qweight"] == ([32, 48], "U8")  # 3 bytes / 8 codes
     assert shapes["layers.3.mlp.down_proj.zeros"] == ([32, 2], "BF16")
     assert "layers.0.mlp.down_proj.zeros" not in shapes
 

@@ -1,0 +1,169 @@
+"""Weight-only quantized linears against bf16, and the default model's perplexity per bitwidth.
+
+Run::
+
+    python bench/quant_kernels.py [--json results/bench/quant_kernels.json]
+        [--model results/models/default] [--skip-ppl] [--rounds 30] [--threads N] [--clock cpu]
+
+Part 1 times ``nn.Linear`` in bf16 and the 8/4/3-bit modules of :mod:`llmpq.quant.linear` (the
+ones the runtime serves) at decode-like (M = 1, 4, 16) and prefill-like (M = 512) shapes with
+K = N = 2048 and 4096, in one process. Calls of the four modules are interleaved round by round
+and the median per call is reported, so a burst of load elsewhere hits them all alike; the
+speed-up is bf16's median over the module's. ``--clock cpu`` times with the process's CPU time
+instead of the wall clock: with ``--threads 1`` on a machine others are using, it leaves out the
+time the thread waits for a core (and two threads on a busy 2-core machine make every parallel
+region wait a whole scheduler slice, which no kernel can help). Part 2 evaluates the model's held-out perplexity
+at uniform 16, 8, 4 and 3 bits, RTN and GPTQ, with :func:`llmpq.quality.plan_perplexity`.
+
+JSON: ``ms_per_call`` and ``decode_speedup_vs_bf16`` / ``prefill_speedup_vs_bf16`` keyed by bits
+("8", "4", "3") then ``"M=1,K=4096"``-style shapes; ``ppl`` keyed "16", "8", "4-rtn", "4-gptq",
+"3-rtn", "3-gptq"; plus threads, load average and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llmpq.files import write_json_atomic
+from llmpq.quant.linear import quant_linear
+from llmpq.quant.rtn import quantize_rtn
+
+SIZES = (2048, 4096)  # K = N
+DECODE_M = (1, 4, 16)
+PREFILL_M = (512,)
+BITS = (8, 4, 3)
+GROUP_SIZE = 128
+PPL_RUNS = (("16", 16, "rtn"), ("8", 8, "rtn"), ("4-rtn", 4, "rtn"), ("4-gptq", 4, "gptq"),
+            ("3-rtn", 3, "rtn"), ("3-gptq", 3, "gptq"))  # fmt: skip
+
+
+def _modules(size: int) -> dict[str, nn.Module]:
+    """bf16 nn.Linear and the 8/4/3-bit modules of one random [size, size] weight."""
+    gen = torch.Generator().manual_seed(size)
+    weight = torch.randn(size, size, generator=gen) * 0.02  # [N, K]
+    dense = nn.Linear(size, size, bias=False, dtype=torch.bfloat16)
+    dense.weight.data = weight.to(torch.bfloat16)
+    modules: dict[str, nn.Module] = {"16": dense}
+    for bits in BITS:
+        modules[str(bits)] = quant_linear(quantize_rtn(weight, bits, GROUP_SIZE))
+    return modules
+
+
+@torch.no_grad()
+def _time_interleaved(
+    modules: dict[str, nn.Module], x: torch.Tensor, rounds: int, clock
+) -> dict[str, float]:
+    """Median ms per call of each module, calls interleaved round by round after a warm-up."""
+    for module in modules.values():
+        module(x)
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    for _ in range(rounds):
+        for name, module in modules.items():
+            start = clock()
+            module(x)
+            times[name].append(clock() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def bench_kernels(rounds: int, clock=time.perf_counter) -> dict:
+    ms: dict[str, dict[str, float]] = {str(b): {} for b in (16, *BITS)}
+    for size in SIZES:
+        modules = _modules(size)
+        for m in (*DECODE_M, *PREFILL_M):
+            x = torch.randn(m, size, generator=torch.Generator().manual_seed(m)).bfloat16()
+            reps = rounds if m < 512 else max(5, rounds // 5)
+            for name, value in _time_interleaved(modules, x, reps, clock).items():
+                ms[name][f"M={m},K={size}"] = round(value, 4)
+    return {
+        "ms_per_call": ms,
+        "decode_speedup_vs_bf16": _speedups(ms, DECODE_M),
+        "prefill_speedup_vs_bf16": _speedups(ms, PREFILL_M),
+    }
+
+
+def _speedups(ms: dict[str, dict[str, float]], m_values: tuple[int, ...]) -> dict:
+    """bits -> shape -> bf16 ms / ms, for the shapes whose M is in ``m_values``."""
+    shapes = [s for s in ms["16"] if int(s.split(",")[0].removeprefix("M=")) in m_values]
+    return {str(b): {s: round(ms["16"][s] / ms[str(b)][s], 3) for s in shapes} for b in BITS}
+
+
+def bench_ppl(model_dir: Path) -> dict:
+    from llmpq.models.spec import model_spec
+    from llmpq.quality import plan_perplexity
+
+    layers = model_spec(model_dir).num_layers
+    ppl, seconds, tokens = {}, {}, 0
+    for key, bits, method in PPL_RUNS:
+        result = plan_perplexity(model_dir, [bits] * layers, method=method, group_size=GROUP_SIZE)
+        ppl[key], seconds[key], tokens = result.perplexity, result.seconds, result.tokens_evaluated
+        print(f"  ppl {key:>7}: {result.perplexity:9.4f}  ({result.seconds:.1f} s)", flush=True)
+    return {"ppl": ppl, "ppl_seconds": seconds, "ppl_tokens": tokens, "model": str(model_dir)}
+
+
+def format_kernels(result: dict) -> str:
+    ms = result["ms_per_call"]
+    lines = [
+        f"weight-only linear, median ms per call ({result['clock']} clock; speed-up vs bf16), "
+        f"{result['threads']} threads, group {GROUP_SIZE}",
+        f"{'K=N':>5} {'M':>4} {'bf16':>9} " + " ".join(f"{f'{b}-bit':>17}" for b in BITS),
+    ]
+    for size in SIZES:
+        for m in (*DECODE_M, *PREFILL_M):
+            shape = f"M={m},K={size}"
+            base = ms["16"][shape]
+            cells = [f"{ms[str(b)][shape]:9.3f} ({base / ms[str(b)][shape]:4.1f}x)" for b in BITS]
+            lines.append(f"{size:>5} {m:>4} {base:9.3f} " + " ".join(f"{c:>17}" for c in cells))
+    return "\n".join(lines)
+
+
+def format_ppl(result: dict) -> str:
+    ppl = result["ppl"]
+    base = ppl["16"]
+    lines = [f"perplexity of {result['model']} on {result['ppl_tokens']} held-out tokens"]
+    for key, value in ppl.items():
+        lines.append(f"  {key:>7}  {value:9.4f}  ({(value / base - 1) * 100:+6.2f} % vs 16-bit)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--model", default="results/models/default", help="model for part 2")
+    parser.add_argument("--skip-ppl", action="store_true", help="kernels only")
+    parser.add_argument("--rounds", type=int, default=30, help="timed calls per module and shape")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="what to time")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result: dict = {
+        "clock": args.clock,
+        "threads": torch.get_num_threads(),
+        "load_average_before": os.getloadavg(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": platform.python_version(),
+    }
+    result |= bench_kernels(
+        args.rounds, time.process_time if args.clock == "cpu" else time.perf_counter
+    )
+    result["load_average_after_kernels"] = os.getloadavg()
+    print(format_kernels(result), flush=True)
+    if not args.skip_ppl:
+        result |= bench_ppl(Path(args.model))
+        print(format_ppl(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
