@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +87,24 @@ def test_user_text_and_bad_input(model_dir: Path, tmp_path: Path) -> None:
         (tmp_path / "bare" / name).write_bytes((model_dir / name).read_bytes())
     with pytest.raises(UserError, match="--text FILE"):
         plan_perplexity(tmp_path / "bare", [16, 16])
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "results" / "models" / "default"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (DEFAULT_MODEL / "config.json").is_file(),
+    reason="needs the default model: llmpq train-default --out results/models/default",
+)
+def test_default_model_perplexity_orders_the_bitwidths() -> None:
+    layers = json.loads((DEFAULT_MODEL / "config.json").read_text())["num_hidden_layers"]
+    runs = {"16": (16, "rtn"), "8": (8, "rtn"), "4-rtn": (4, "rtn"), "4-gptq": (4, "gptq"),
+            "3-rtn": (3, "rtn"), "3-gptq": (3, "gptq")}  # fmt: skip
+    ppl = {
+        key: plan_perplexity(DEFAULT_MODEL, [bits] * layers, method=method).perplexity
+        for key, (bits, method) in runs.items()
+    }
+    assert abs(ppl["8"] / ppl["16"] - 1) < 0.01, ppl
+    assert ppl["4-gptq"] < ppl["4-rtn"] and ppl["3-gptq"] < ppl["3-rtn"], ppl
+    assert ppl["16"] < ppl["4-rtn"] < ppl["3-rtn"] and ppl["8"] <= ppl["4-rtn"], ppl
