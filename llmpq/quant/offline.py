@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from llmpq.errors import UserError
+from llmpq.models.adapters import adapter_for
 from llmpq.models.checkpoint import Checkpoint
 from llmpq.models.spec import ModelSpec, check_bits
 from llmpq.models.stage import PipelineStage, StageRange, StepInputs, load_stage
-from llmpq.quant.calibration import calibration_windows
+from llmpq.quant.calibration import DEFAULT_WINDOW_TOKENS, DEFAULT_WINDOWS, calibration_windows
 from llmpq.quant.gptq import DEFAULT_DAMP, Hessian, quantize_gptq
 from llmpq.quant.rtn import QuantizedWeight, check_quant_args, quantize_rtn
 from llmpq.quant.state import METHODS, QuantizedModel, layer_key
@@ -65,22 +66,28 @@ def quantize_model(
     group_size: int = 128,
     *,
     calib_text: str | Path | None = None,
-    calib_windows: int | None = None,
-    calib_window_tokens: int | None = None,
+    calib_ids: torch.Tensor | None = None,
+    calib_windows: int = DEFAULT_WINDOWS,
+    calib_window_tokens: int = DEFAULT_WINDOW_TOKENS,
     damp: float = DEFAULT_DAMP,
 ) -> QuantizedModel:
-    """Quantize every decoder layer of the checkpoint below 16 bits; see the module docstring."""
+    """Quantize every decoder layer of the checkpoint below 16 bits; see the module docstring.
+
+    GPTQ calibrates on ``calib_windows`` windows of ``calib_window_tokens`` tokens (at most the
+    model's positions) of ``calib_text`` (default: the model's ``data/train.txt``), or on the
+    token windows ``calib_ids`` [W, T] if given; it dampens the Hessian by ``damp`` times its
+    mean diagonal.
+    """
     ckpt = Checkpoint(Path(model_dir))
     spec = ModelSpec.from_hf_config(ckpt.config_dict(), name=Path(model_dir).name)
     bits = check_bit_plan(spec, bits_per_layer, group_size, method)
     if method == "rtn" or all(b == 16 for b in bits):
         weights = _rtn(ckpt, spec, bits, group_size)
     else:
-        window_tokens = min(calib_window_tokens or 512, spec.max_positions)
-        windows = calibration_windows(
-            model_dir, calib_text, calib_windows or 32, window_tokens
-        )  # [W, T]
-        weights = _gptq(ckpt, spec, bits, group_size, windows, damp)
+        if calib_ids is None:
+            window_tokens = min(calib_window_tokens, spec.max_positions)
+            calib_ids = calibration_windows(model_dir, calib_text, calib_windows, window_tokens)
+        weights = _gptq(ckpt, spec, bits, group_size, calib_ids, damp)
     return QuantizedModel(bits, group_size, method, weights)
 
 
@@ -88,8 +95,6 @@ def _rtn(
     ckpt: Checkpoint, spec: ModelSpec, bits: tuple[int, ...], group_size: int
 ) -> dict[str, QuantizedWeight]:
     """Round each quantized layer's linears, read one layer at a time from the checkpoint."""
-    from llmpq.models.adapters import adapter_for
-
     prefix = adapter_for(ckpt.config()).LAYER_PREFIX
     weights: dict[str, QuantizedWeight] = {}
     for i, b in enumerate(bits):
