@@ -28,7 +28,11 @@ Shapes a kernel does not take fall back to ``"dequant"``: codes -> bf16 weight -
 each call, slow but exact, with the same memory. The 3-bit CPU path stores the int4 kernel's
 own layout packed to 3 bits (:mod:`llmpq.quant.packing`) and rebuilds it, a cache-sized row
 chunk at a time, in four elementwise ops: memory stays at 3 bits, the matmul is the int4
-kernel's.
+kernel's. How the 3-bit path was chosen (K = N = 4096, M = 1, one thread, median CPU ms, on a
+shared 2-core AVX-512 machine): bf16 ``linear`` 1.54; int4 kernel 0.43; 3-bit as here 1.13;
+the same with bit planes (six ops) 1.31; rebuilding the whole int4 matrix at once 3.5 (it
+leaves the cache); re-packing codes with ``_convert_weight_to_int4pack_for_cpu`` per call 53;
+dequantizing to a bf16 weight and ``linear`` (the fallback) 79.
 """
 
 from __future__ import annotations
