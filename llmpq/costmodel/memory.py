@@ -18,14 +18,16 @@ What is counted (all bytes; activations and KV in the 16-bit runtime dtype):
   stage. ``prefill_kv_bytes``: the same at the prompt length, while prefill runs.
 * ``prefill_workspace_bytes`` / ``decode_workspace_bytes``: the live temporaries at the peak of
   one prefill micro-batch (``prefill_size`` × prompt) and of one decode micro-batch
-  (``decode_size`` sequences at the full context), from how the HF layers compute: the widest
-  point of the MLP (gated: 3 [n, ffn] tensors; OPT/BLOOM: 2 or 3) or of attention, with the
-  layer input, the residual and the normed input alive; rotary tables; the 4-D mask
-  (batch·q·ctx bytes; BLOOM also its fp32 scores); the stage's input held by the caller (ids on
-  the first stage, hidden states elsewhere); the logits of the last position on the last stage
-  (16-bit and the fp32 copy sampling takes); in decode, the copy ``torch.cat`` makes while
-  appending one layer's K or V, or the quantized kernels' per-call transient (3-bit weights are
-  unpacked per call), whichever is larger; and the per-sequence masks of every micro-batch.
+  (``decode_size`` sequences at the full context), counted from how the HF layers compute (the
+  tensor counts were read off allocation traces, ``MLP_WIDTHS``): the widest point of the MLP
+  (LLaMA: 3 ffn-sized tensors; OPT: 2; BLOOM's tanh-GELU: 5) or of attention (BLOOM with its
+  explicit scores and fp32 softmax), with the layer input, residual and normed input alive; the
+  4-D mask (batch·q·ctx bytes; BLOOM's is 16-bit) and rotary tables; the stage's input held by
+  the caller (ids on the first stage, hidden states elsewhere); the logits of the last position
+  on the last stage (16-bit, and the fp32 copy sampling makes); in decode, the copy
+  ``torch.cat`` makes while appending one layer's K or V, or the quantized kernels' per-call
+  transient (3-bit weights are unpacked per call), whichever is larger; and the 2-D masks of
+  every micro-batch.
 * ``reserve_bytes``: on CUDA the context (430 MiB, LLM-PQ's ``CUDA_CONTEXT_MEM``) and allocator
   slack (5% of the device, LLM-PQ's ``RATIO_AVOID_OOM`` = 0.95); on a CPU worker 0: its budget
   counts the model state (weights, KV, activations), not the Python/torch runtime.
@@ -43,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
 
 from llmpq.devices import DeviceType
 from llmpq.models.spec import BYTES_16BIT, DEFAULT_GROUP_SIZE, ModelSpec, check_bits
@@ -108,32 +111,46 @@ def reserve_bytes(device_type: DeviceType | None) -> int:
     return CUDA_CONTEXT_BYTES + int(CUDA_SLACK_FRACTION * device_type.memory_bytes)
 
 
-def _mlp_elems_per_token(spec: ModelSpec) -> int:
-    """Elements alive at the widest point of the MLP, per token (input, residual, normed held)."""
-    h, f = spec.hidden_size, spec.ffn_dim
-    widths = {"llama": 3, "opt": 2, "bloom": 3}  # gated (act, up, product); relu; gelu temps
-    return widths[spec.family] * f + 3 * h
+# Tensors alive at the widest point of the MLP, per token, as (ffn-sized, hidden-sized) counts,
+# read off traces of the HF layers (llmpq.costmodel.memcheck): LLaMA's gated MLP holds act(gate),
+# up and their product with the layer input, residual and normed input; OPT holds fc1's output
+# and its bias-added copy (quantized linears add the bias out of place, while the normed input is
+# still held) or the ReLU output, with two hidden-sized tensors (three with quantized fc1); BLOOM's tanh-GELU makes three temporaries besides the
+# dense_h_to_4h output and 1 + tanh(...), with fp32 layer-norm leftovers.
+MLP_WIDTHS = MappingProxyType({"llama": (3, 3), "opt": (2, 2), "bloom": (5, 5)})
+MASK_BYTES = MappingProxyType({"llama": 1, "opt": 1, "bloom": 2})  # per (query, key): bool; bf16
+BLOOM_SCORE_BYTES = 2 + 2 + 4 + 4  # per (head, query, key): baddbmm, + mask, fp32 softmax, copy
+
+
+def _mlp_elems_per_token(spec: ModelSpec, quantized: bool) -> int:
+    """Elements alive at the widest point of the MLP, per token."""
+    ffn_sized, hidden_sized = MLP_WIDTHS[spec.family]
+    if spec.family == "opt" and quantized and spec.mlp_bias:
+        hidden_sized += 1  # the normed input, still held while fc1's bias is added
+    return ffn_sized * spec.ffn_dim + hidden_sized * spec.hidden_size
 
 
 def _attention_elems_per_token(spec: ModelSpec) -> int:
-    """Elements alive at the widest point of attention: 3 hidden-sized tensors as in the MLP,
-    q, k, v, the rotated/scaled q copies and the attention output before and after transpose."""
+    """Elements alive at the widest point of attention besides the scores: the three
+    hidden-sized tensors, and q, k, v (BLOOM: fused), with LLaMA/OPT's rotated or scaled q
+    copies and the attention output before and after the transpose."""
+    if spec.family == "bloom":
+        return 3 * spec.hidden_size + 3 * spec.hidden_size
     hq, hkv = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
     return 3 * spec.hidden_size + 5 * hq + 2 * hkv
 
 
-def _layer_elems_per_token(spec: ModelSpec) -> int:
-    rotary = 2 * spec.head_dim if spec.family == "llama" else 0  # cos and sin, per stage
-    return max(_mlp_elems_per_token(spec), _attention_elems_per_token(spec)) + rotary
-
-
-def _score_bytes(spec: ModelSpec, batch: int, q: int, ctx: int) -> int:
-    """Bytes growing with q·ctx: the 4-D bool mask; BLOOM's explicit scores (16-bit), softmax
-    (fp32) and probabilities (16-bit)."""
-    mask = batch * q * ctx
+def _layer_peak_bytes(spec: ModelSpec, bits: Sequence[int], batch: int, q: int, ctx: int) -> int:
+    """Live activations at a layer's widest point for ``batch`` × ``q`` new tokens against
+    ``ctx`` keys: the MLP or attention (BLOOM: with its explicit scores), plus the 4-D mask and
+    (LLaMA) the rotary cos/sin tables, which live through the whole stage."""
+    n = batch * q
+    mlp = n * _mlp_elems_per_token(spec, any(b != 16 for b in bits)) * BYTES_16BIT
+    attention = n * _attention_elems_per_token(spec) * BYTES_16BIT
     if spec.family == "bloom":
-        return mask + batch * spec.num_heads * q * ctx * (2 * BYTES_16BIT + FP32_BYTES)
-    return mask
+        attention += batch * spec.num_heads * q * ctx * BLOOM_SCORE_BYTES
+    rotary = 2 * n * spec.head_dim * BYTES_16BIT if spec.family == "llama" else 0
+    return max(mlp, attention) + batch * q * ctx * MASK_BYTES[spec.family] + rotary
 
 
 def quant_transient_bytes(
@@ -161,9 +178,12 @@ def quant_transient_bytes(
     return worst
 
 
-def _held_input_bytes(spec: ModelSpec, tokens: int, is_first: bool) -> int:
-    """The stage's input, held by the caller for the whole step: ids, or received hidden states."""
-    return tokens * (IDS_BYTES if is_first else spec.hidden_size * BYTES_16BIT)
+def _held_input_bytes(spec: ModelSpec, tokens: int, is_first: bool, num_layers: int) -> int:
+    """The stage's input, held by the caller for the whole step: ids, or received hidden states
+    (which, on a one-layer stage, are the layer input already counted)."""
+    if is_first:
+        return tokens * IDS_BYTES
+    return tokens * spec.hidden_size * BYTES_16BIT if num_layers != 1 else 0
 
 
 def _head_peak_bytes(spec: ModelSpec, batch: int, tokens: int) -> int:
@@ -182,16 +202,17 @@ def prefill_workspace_bytes(
     n = batch * prompt_len
     peak = 0
     if bits:
-        acts = n * _layer_elems_per_token(spec) * BYTES_16BIT
-        # or a quantized kernel's transient, with the layer input, residual and normed input
+        # the widest point, or a quantized kernel's transient with the three hidden-sized tensors
         unpack = quant_transient_bytes(spec, bits, on_gpu, group_size)
-        peak = max(acts, unpack + 3 * n * spec.hidden_size * BYTES_16BIT)
-        peak += _score_bytes(spec, batch, prompt_len, prompt_len)
+        peak = max(
+            _layer_peak_bytes(spec, bits, batch, prompt_len, prompt_len),
+            unpack + 3 * n * spec.hidden_size * BYTES_16BIT,
+        )
     elif is_first:
         peak = n * spec.hidden_size * BYTES_16BIT  # the embeddings' output
     if is_last:
         peak = max(peak, _head_peak_bytes(spec, batch, n))
-    return peak + _held_input_bytes(spec, n, is_first)
+    return peak + _held_input_bytes(spec, n, is_first, len(bits))
 
 
 def decode_workspace_bytes(
@@ -203,13 +224,12 @@ def decode_workspace_bytes(
     if bits:
         kv_append = batch * context * spec.layer_kv_bytes_per_token() // 2  # one of K or V
         transient = max(kv_append, quant_transient_bytes(spec, bits, on_gpu, group_size))
-        peak = batch * _layer_elems_per_token(spec) * BYTES_16BIT + transient
-        peak += _score_bytes(spec, batch, 1, context)
+        peak = _layer_peak_bytes(spec, bits, batch, 1, context) + transient
     elif is_first:
         peak = batch * spec.hidden_size * BYTES_16BIT
     if is_last:
         peak = max(peak, _head_peak_bytes(spec, batch, batch))
-    return peak + _held_input_bytes(spec, batch, is_first)
+    return peak + _held_input_bytes(spec, batch, is_first, len(bits))
 
 
 def stage_memory(
