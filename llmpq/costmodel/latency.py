@@ -44,7 +44,7 @@ from types import MappingProxyType
 
 import numpy as np
 import xarray as xr
-from scipy.optimize import nnls
+from scipy.optimize import minimize_scalar, nnls
 
 from llmpq.costmodel.tables import PHASES, table_spec
 from llmpq.errors import UserError
@@ -179,13 +179,25 @@ def _nnls_relative(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _best_fit(f: Features, y: np.ndarray) -> PhaseFit:
-    """The ridge with the least relative residual, and its non-negative coefficients."""
-    best = None
-    for ridge in _ridges(f):
-        coef, residual = _nnls_relative(_design(f, ridge), y)
-        if best is None or residual < best[0] - 1e-12:
-            best = (residual, ridge, coef)
-    _, ridge, (floor, roof, per_token, per_attention) = best
+    """The ridge with the least relative residual (a log grid, then a bounded 1-D search
+    between the best point's neighbours), and its non-negative coefficients."""
+    ridges = _ridges(f)
+    fits = [(*_nnls_relative(_design(f, r), y)[::-1], r) for r in ridges]
+    i = min(range(len(fits)), key=lambda k: fits[k][0])
+    _, coef, ridge = fits[i]
+    if 0 < i < len(ridges) - 1 and np.isfinite(ridges[i + 1]) and ridges[i - 1] > 0:
+
+        def residual(log_ridge: float) -> float:
+            return _nnls_relative(_design(f, float(np.exp(log_ridge))), y)[1]
+
+        found = minimize_scalar(
+            residual, bounds=(np.log(ridges[i - 1]), np.log(ridges[i + 1])), method="bounded",
+            options={"xatol": 1e-6},
+        )  # fmt: skip
+        if found.fun < fits[i][0]:
+            ridge = float(np.exp(found.x))
+            coef = _nnls_relative(_design(f, ridge), y)[0]
+    floor, roof, per_token, per_attention = coef
     if ridge == 0.0:
         per_byte, per_flop = 0.0, roof
     elif np.isinf(ridge):
