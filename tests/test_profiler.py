@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +15,6 @@ from llmpq.models.default import train_default_model
 from llmpq.profiler import ProfileGrid, default_grid, local_device_type, profile_model
 
 TINY_GRID = ProfileGrid(bits=(4, 16), batch=(1, 4), seq=(4, 128), repeats=2, rounds=2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +69,19 @@ def test_clock_cpu_needs_one_thread(model_dir: Path) -> None:
 def test_cuda_sweep(model_dir: Path) -> None:
     table = profile_model(model_dir, "cuda", grid=TINY_GRID, progress=False)
     assert table.attrs["activation_dtype"] == "float16" and (table.layer_ms > 0).all()
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "results" / "models" / "default"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (DEFAULT_MODEL / "config.json").is_file(),
+    reason="needs the default model: llmpq train-default --out results/models/default",
+)
+def test_default_grid_of_the_default_model_within_5_minutes() -> None:
+    table = profile_model(DEFAULT_MODEL, progress=False)
+    assert table.attrs["profile_seconds"] < 300
+    model = LatencyModel.from_table(table)
+    # fit error on the grid; held-out error is bench/costmodel_accuracy.py's job
+    assert max(f.fit_mape_pct for f in model.layer_fits.values()) < 10

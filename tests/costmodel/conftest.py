@@ -1,4 +1,4 @@
-"""Shared by the cost-model tests: one thread, and a tiny random-init LLaMA checkpoint.
+"""Shared by the cost-model tests: a tiny random-init LLaMA checkpoint.
 
 ``tiny_llama``: hidden 128, FFN 384, 2 layers, 4 heads / 2 KV heads, vocab 512 (every linear
 suits the quantized kernels and group size 128), saved once per session.
@@ -11,21 +11,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -91,3 +91,25 @@ def test_model_matches_a_measured_run_within_5_percent(tiny_llama: Path, case) -
     assert predicted.static_bytes == pytest.approx(measured.static_bytes, rel=0.01)
     assert predicted.state_bytes == pytest.approx(measured.peak_bytes, rel=0.05)
     assert predicted.peak_phase == measured.peak_phase
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "results" / "models" / "default"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (DEFAULT_MODEL / "config.json").is_file(),
+    reason="needs the default model: llmpq train-default --out results/models/default",
+)
+def test_default_model_cpu_small_stages_within_5_percent() -> None:
+    spec = model_spec(DEFAULT_MODEL)
+    mixed = [4, 4, 8, 16, 3, 3]
+    for (start, end), mb in [((0, 3), MicroBatch(4, 8, 1)), ((3, 6), MicroBatch(2, 4, 2)),
+                             ((0, 6), MicroBatch(8, 8, 1))]:  # fmt: skip
+        stage_range = StageRange.of(start, end, spec.num_layers)
+        measured = measure_stage_memory(DEFAULT_MODEL, stage_range, mixed, CPU_SMALL, mb)
+        predicted = stage_memory(
+            spec, mixed[start:end], CPU_SMALL, mb, is_first=stage_range.is_first,
+            is_last=stage_range.is_last,
+        )  # fmt: skip
+        assert predicted.state_bytes == pytest.approx(measured.peak_bytes, rel=0.05)
