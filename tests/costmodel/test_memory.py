@@ -70,6 +70,18 @@ def test_a_tied_head_on_the_embedding_stage_is_counted_once() -> None:
     ) - 12 * spec.layer_weight_bytes(16)
 
 
+def _measured_and_predicted(model_dir: Path, layers, bits, workload, micro_batch):
+    """The peak of a real in-process run of the stage, and the memory model's breakdown."""
+    spec = model_spec(model_dir)
+    stage_range = StageRange.of(*layers, spec.num_layers)
+    measured = measure_stage_memory(model_dir, stage_range, bits, workload, micro_batch)
+    predicted = stage_memory(
+        spec, bits[stage_range.start : stage_range.end], workload, micro_batch,
+        is_first=stage_range.is_first, is_last=stage_range.is_last,
+    )  # fmt: skip
+    return measured, predicted
+
+
 CASES = [  # (layers, bits of the model, workload, micro-batch)
     ((0, 2), [16, 16], CPU_SMALL, MicroBatch(8, 8, 1)),
     ((0, 1), [4, 8], CPU_SMALL, MicroBatch(4, 8, 1)),
@@ -80,14 +92,7 @@ CASES = [  # (layers, bits of the model, workload, micro-batch)
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}")
 def test_model_matches_a_measured_run_within_5_percent(tiny_llama: Path, case) -> None:
-    (start, end), bits, workload, mb = case
-    spec = model_spec(tiny_llama)
-    stage_range = StageRange.of(start, end, spec.num_layers)
-    measured = measure_stage_memory(tiny_llama, stage_range, bits, workload, mb)
-    predicted = stage_memory(
-        spec, bits[start:end], workload, mb, is_first=stage_range.is_first,
-        is_last=stage_range.is_last,
-    )  # fmt: skip
+    measured, predicted = _measured_and_predicted(tiny_llama, *case)
     assert predicted.static_bytes == pytest.approx(measured.static_bytes, rel=0.01)
     assert predicted.state_bytes == pytest.approx(measured.peak_bytes, rel=0.05)
     assert predicted.peak_phase == measured.peak_phase
@@ -102,14 +107,10 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "results" / "models" / "de
     reason="needs the default model: llmpq train-default --out results/models/default",
 )
 def test_default_model_cpu_small_stages_within_5_percent() -> None:
-    spec = model_spec(DEFAULT_MODEL)
     mixed = [4, 4, 8, 16, 3, 3]
     for (start, end), mb in [((0, 3), MicroBatch(4, 8, 1)), ((3, 6), MicroBatch(2, 4, 2)),
                              ((0, 6), MicroBatch(8, 8, 1))]:  # fmt: skip
-        stage_range = StageRange.of(start, end, spec.num_layers)
-        measured = measure_stage_memory(DEFAULT_MODEL, stage_range, mixed, CPU_SMALL, mb)
-        predicted = stage_memory(
-            spec, mixed[start:end], CPU_SMALL, mb, is_first=stage_range.is_first,
-            is_last=stage_range.is_last,
-        )  # fmt: skip
+        measured, predicted = _measured_and_predicted(
+            DEFAULT_MODEL, (start, end), mixed, CPU_SMALL, mb
+        )
         assert predicted.state_bytes == pytest.approx(measured.peak_bytes, rel=0.05)
