@@ -118,6 +118,7 @@ def local_device_type(device: str) -> str:
     props = torch.cuda.get_device_properties(dev)
     name, gib = props.name.upper(), props.total_memory / 1024**3
     guesses = [
+        ("L40", ""),  # not in the catalog; must not pass for an L4
         ("H100", "H100-PCIe" if "PCIE" in name else "H100-SXM"),
         ("A800", "A800-80G"),
         ("A100", "A100-80G" if gib > 48 else "A100-40G"),
@@ -128,7 +129,9 @@ def local_device_type(device: str) -> str:
         ("T4", "T4"),
     ]
     for key, type_name in guesses:
-        if key in name and type_name in CATALOG:
+        if key in name:
+            if type_name not in CATALOG:
+                break
             return type_name
     raise UserError(
         "--device", f"{device} ({props.name})", "name its type with --device-type",
@@ -180,8 +183,7 @@ class _Source:
         return model.eval()
 
     def layer_range(self) -> StageRange:
-        total = self.spec.num_layers if self.checkpoint is not None else self.stack_layers
-        return StageRange.of(0, self.stack_layers, total)
+        return StageRange.of(0, self.stack_layers, self.total_layers())
 
     def total_layers(self) -> int:
         return self.spec.num_layers if self.checkpoint is not None else self.stack_layers
