@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (HF checkpoint)")
     p.add_argument("--preset", default="default", help="training preset: default or tiny")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-seconds", type=float, default=None, help="stop training early after S")
+    p.add_argument(
+        "--max-train-seconds",
+        type=float,
+        default=None,
+        help="stop training after S (model still saved)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
     p.set_defaults(run=run)
 
@@ -36,12 +41,12 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         preset=args.preset,
         seed=args.seed,
-        max_seconds=args.max_seconds,
+        max_train_seconds=args.max_train_seconds,
         overwrite=args.overwrite,
     )
     print(
-        f"trained {args.out}: {report['param_count'] / 1e6:.2f} M parameters in "
-        f"{report['wall_seconds']:.0f} s; held-out perplexity {report['heldout_perplexity']:.2f} "
-        f"(unigram {report['unigram_perplexity']:.2f})"
+        f"trained {args.out}: {report.parameter_count / 1e6:.2f} M parameters in "
+        f"{report.wall_seconds:.0f} s; held-out perplexity {report.heldout_perplexity:.2f} "
+        f"(unigram {report.unigram_heldout_perplexity:.2f})"
     )
     return 0
