@@ -7,12 +7,15 @@ Run::
         [--clock wall] [--skip-memory]
 
 1. Profiles the model on this CPU on the default grid (:func:`llmpq.profiler.default_grid`:
-   bits 3/4/8/16 × batch 1-16 × seq 16-256, both phases), or reads ``--table``, and fits the
-   latency model (:class:`llmpq.costmodel.latency.LatencyModel`).
+   bits 3/4/8/16 × batch 1-16 × seq 16-256, both phases; or reads ``--table``) and fits the
+   latency model (:class:`llmpq.costmodel.latency.LatencyModel`) to it.
 2. Measures held-out shapes with the same harness: batch {3, 6, 12} × seq {24, 48, 96, 192}
    (inside the grid, on none of its values), plus an extrapolation set (batch 24 × seq {24, 384},
    beyond the grid) reported apart, and prints the mean absolute percentage error of the
-   predictions per phase and bitwidth (and of the pre/post parts).
+   predictions per phase and bitwidth (and of the pre/post parts). The grid and the held-out
+   sets are profiled in turns, one round each, three times (the profiler's default rounds), and
+   each point's value is the median over the rounds: fitted and tested points are measured
+   under the same conditions, so slow drift in the machine's speed is not counted as error.
 3. Runs stages of the model in-process for the cpu_small workload (batch 8, prompt 64, 32
    generated) and a few other shapes, with mixed bits and micro-batch sizes, measuring peak
    memory (:mod:`llmpq.costmodel.memcheck`), and prints the memory model's error.
@@ -28,10 +31,12 @@ import argparse
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import xarray as xr
 
 from llmpq.costmodel.latency import PARTS, LatencyModel
 from llmpq.costmodel.memcheck import measure_stage_memory
@@ -122,6 +127,26 @@ def memory_errors(model_dir: Path) -> dict:
     return {"max_abs": max(errors), "mean_abs": float(np.mean(errors)), "cases": cases}
 
 
+def interleaved_tables(
+    model_dir: Path, grids: dict[str, ProfileGrid], rounds: int, threads: int, clock: str
+) -> dict:
+    """One table per grid, each the median of ``rounds`` one-round profiles taken in turns
+    (grid, held-out, extrapolation, grid, ...), so that the points a model is fitted to and
+    those it is tested on are measured under the same conditions."""
+    runs: dict[str, list] = {name: [] for name in grids}
+    for _ in range(rounds):
+        for name, grid in grids.items():
+            runs[name].append(
+                profile_model(model_dir, grid=grid, threads=threads, clock=clock, progress=False)
+            )
+    out = {}
+    for name, tables in runs.items():
+        merged = xr.concat(tables, dim="run").median("run", keep_attrs=True)
+        seconds = sum(float(t.attrs["profile_seconds"]) for t in tables)
+        out[name] = merged.assign_attrs(tables[0].attrs, profile_seconds=seconds, rounds=rounds)
+    return out
+
+
 def _print_latency(title: str, errors: dict) -> None:
     bits = [k for k in errors["prefill"] if k != "overall"]
     print(f"{title}: mean absolute percentage error of the latency model")
@@ -148,25 +173,26 @@ def main() -> None:
         "load_average_before": os.getloadavg(),
     }  # fmt: skip
     started = time.perf_counter()
+    base = default_grid("cpu")
+    grids = {
+        "grid": replace(base, rounds=1),
+        "held_out": ProfileGrid(**HELD_OUT, rounds=1),
+        "extrapolation": ProfileGrid(**EXTRAPOLATION, rounds=1),
+    }
+    if args.table:
+        del grids["grid"]
+    tables = interleaved_tables(model_dir, grids, base.rounds, args.threads, args.clock)
     if args.table:
         table = load_cost_table(args.table, spec=model_spec(model_dir))
     else:
-        table = profile_model(model_dir, threads=args.threads, clock=args.clock)
+        table = tables["grid"]
         if args.save_table:
             save_cost_table(table, args.save_table)
+    held, extra = tables["held_out"], tables["extrapolation"]
     result["profile_seconds"] = float(table.attrs.get("profile_seconds", 0.0))
     result["grid"] = {k: table[k].values.tolist() for k in ("bits", "batch", "seq")}
     model = LatencyModel.from_table(table)
     result["fit_mape_pct"] = {f"{b}/{p}": f.fit_mape_pct for (b, p), f in model.layer_fits.items()}
-    base = default_grid("cpu")
-    held = profile_model(
-        model_dir, grid=ProfileGrid(**HELD_OUT, rounds=base.rounds), threads=args.threads,
-        clock=args.clock,
-    )  # fmt: skip
-    extra = profile_model(
-        model_dir, grid=ProfileGrid(**EXTRAPOLATION, rounds=base.rounds),
-        threads=args.threads, clock=args.clock,
-    )  # fmt: skip
     result["held_out"] = {k: list(v) for k, v in HELD_OUT.items()}
     result["latency_mape_pct"] = latency_errors(model, held)
     result["extrapolation"] = {k: list(v) for k, v in EXTRAPOLATION.items()}

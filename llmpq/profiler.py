@@ -25,8 +25,9 @@ What is timed, per bitwidth, on a stack of the model's first ``stack_layers`` de
   stage; ``embed_ms`` and ``head_ms``: the embeddings and the final norm + LM head on the last
   position (16-bit, independent of bits).
 
-The grid is swept ``rounds`` times (per bitwidth), so the samples of one point are taken at
-different moments and a burst of load elsewhere spoils few of them. In each round a point runs
+The grid is swept ``rounds`` times, every bitwidth in each round (one bitwidth after another
+when their stacks together exceed ``INTERLEAVE_LIMIT_BYTES``), so the samples of one point are
+taken at different moments and a burst of load or a slow drift elsewhere spoils few of them. In each round a point runs
 ``warmup`` untimed calls, then at least ``repeats`` timed ones, continuing while less than
 ``min_seconds`` has been timed (up to ``max_repeats``); the table holds the median of all its
 samples. CPU timing uses one thread by default (a worker's one-core share). Shapes not on the
@@ -59,6 +60,7 @@ from llmpq.models.spec import SUPPORTED_BITS, ModelSpec, model_spec
 from llmpq.models.stage import PipelineStage, StageRange, StepInputs, load_stage, stage_from_model
 
 DEFAULT_STACK_LAYERS = 8  # deeper models are timed on their first 8 layers
+INTERLEAVE_LIMIT_BYTES = 2 * 1024**3  # keep every bitwidth's stack loaded up to this much
 
 
 @dataclass(frozen=True)
@@ -365,19 +367,32 @@ def _sweep_parts(src, timer, grid, points, samples: _Samples, bar) -> None:
             bar.update(1)
 
 
+def _sweep_order(src: _Source, grid: ProfileGrid) -> list[tuple[int, int]]:
+    """(round, bits index) in sweep order: rounds outermost, every bitwidth in each, when all
+    the stacks fit in ``INTERLEAVE_LIMIT_BYTES`` (so slow drift in the machine's speed hits every
+    bitwidth alike); otherwise one bitwidth at a time."""
+    stacks = sum(src.spec.layer_weight_bytes(b) for b in grid.bits) * src.stack_layers
+    pairs = [(r, k) for r in range(grid.rounds) for k in range(len(grid.bits))]
+    return pairs if stacks <= INTERLEAVE_LIMIT_BYTES else sorted(pairs, key=lambda rk: rk[::-1])
+
+
 def _sweep_layers(src, timer, grid, points, samples: _Samples, bar, group_size: int) -> None:
-    for k, bits in enumerate(grid.bits):
-        runner = _StackRunner(_quantized_stack(src, bits, group_size), timer)
-        for _ in range(grid.rounds):  # rounds interleave points: a burst of load hits few
-            for i, (b, s) in enumerate(points):
-                got = runner.point(b, s)
-                bi, si = divmod(i, len(grid.seq))
-                for p, phase in enumerate(PHASES):
-                    samples.add(("layer_ms", k, p, bi, si), got[f"{phase}_layer"])
-                    if k == 0:  # the stage's extras do not depend on bits
-                        samples.add(("stage_ms", p, bi, si), got[f"{phase}_stage"])
-                bar.update(1)
-        del runner
+    order = _sweep_order(src, grid)
+    interleaved = len(order) > 1 and order[1][1] != order[0][1]
+    runners: dict[int, _StackRunner] = {}  # every stack when interleaved, else the current one
+    for _, k in order:
+        if k not in runners:
+            if not interleaved:
+                runners.clear()
+            runners[k] = _StackRunner(_quantized_stack(src, grid.bits[k], group_size), timer)
+        for i, (b, s) in enumerate(points):
+            got = runners[k].point(b, s)
+            bi, si = divmod(i, len(grid.seq))
+            for p, phase in enumerate(PHASES):
+                samples.add(("layer_ms", k, p, bi, si), got[f"{phase}_layer"])
+                if k == 0:  # the stage's extras do not depend on bits
+                    samples.add(("stage_ms", p, bi, si), got[f"{phase}_stage"])
+            bar.update(1)
 
 
 @torch.no_grad()
