@@ -38,6 +38,7 @@ Pre/post parts reuse it with their own ``W, F, n, A``: ``embed`` (a gather: n on
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -77,12 +78,19 @@ def _shape(phase: str, batch, seq) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return b, np.ones_like(s), s + 1
 
 
+@functools.cache
+def _layer_sizes(spec: ModelSpec, bits: int) -> tuple[float, float]:
+    """(weight bytes at ``bits``, weight count) of one layer: memoised, the planner asks often."""
+    weights = sum(lin.weight_count for lin in spec.layer_linears())
+    return float(spec.layer_weight_bytes(bits)), float(weights)
+
+
 def layer_features(spec: ModelSpec, bits: int, phase: str, batch, seq) -> Features:
     """``W, F, n, A`` of one decoder layer at ``bits``."""
     b, q, ctx = _shape(phase, batch, seq)
     n = b * q
-    weights = sum(lin.weight_count for lin in spec.layer_linears())
-    w = np.full(np.broadcast(b, q).shape, float(spec.layer_weight_bytes(bits)))
+    weight_bytes, weights = _layer_sizes(spec, int(bits))
+    w = np.full(np.broadcast(b, q).shape, weight_bytes)
     return Features(w, 2.0 * n * weights, n, b * q * ctx)
 
 
@@ -182,7 +190,10 @@ def _best_fit(f: Features, y: np.ndarray) -> PhaseFit:
     """The ridge with the least relative residual (a log grid, then a bounded 1-D search
     between the best point's neighbours), and its non-negative coefficients."""
     ridges = _ridges(f)
-    fits = [(*_nnls_relative(_design(f, r), y)[::-1], r) for r in ridges]
+    fits = []  # (residual, coefficients, ridge)
+    for r in ridges:
+        coef, res = _nnls_relative(_design(f, r), y)
+        fits.append((res, coef, r))
     i = min(range(len(fits)), key=lambda k: fits[k][0])
     _, coef, ridge = fits[i]
     if 0 < i < len(ridges) - 1 and np.isfinite(ridges[i + 1]) and ridges[i - 1] > 0:
