@@ -4,7 +4,7 @@ Run::
 
     python bench/quant_kernels.py [--json results/bench/quant_kernels.json]
         [--model results/models/default] [--skip-ppl] [--rounds 30] [--threads N]
-        [--clock wall|cpu] [--order interleaved|blocked]
+        [--clock wall|cpu] [--order interleaved|blocked] [--skip-kernels]
 
 Part 1 times ``nn.Linear`` in bf16 and the 8/4/3-bit modules of :mod:`llmpq.quant.linear` (the
 ones the runtime serves) at decode-like (M = 1, 4, 16) and prefill-like (M = 512) shapes with
@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--model", default="results/models/default", help="model for part 2")
     parser.add_argument("--skip-ppl", action="store_true", help="kernels only")
+    parser.add_argument("--skip-kernels", action="store_true", help="perplexity only")
     parser.add_argument("--rounds", type=int, default=30, help="timed calls per module and shape")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="what to time")
@@ -165,10 +166,11 @@ def main() -> None:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
     }
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    result |= bench_kernels(args.rounds, clock, interleaved=args.order == "interleaved")
-    result["load_average_after_kernels"] = os.getloadavg()
-    print(format_kernels(result), flush=True)
+    if not args.skip_kernels:
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        result |= bench_kernels(args.rounds, clock, interleaved=args.order == "interleaved")
+        result["load_average_after_kernels"] = os.getloadavg()
+        print(format_kernels(result), flush=True)
     if not args.skip_ppl:
         result |= bench_ppl(Path(args.model))
         print(format_ppl(result))
