@@ -108,14 +108,14 @@ def plan_perplexity(
     calib_text: str | Path | None = None,
     quantized: QuantizedModel | None = None,
     save_quantized: str | Path | None = None,
-    window_tokens: int | None = None,
+    window_tokens: int = DEFAULT_WINDOW_TOKENS,
 ) -> PerplexityResult:
     """Perplexity of the model with ``bits_per_layer`` on ``text``; see the module docstring.
 
     ``stage_layers`` splits the model into stages as a plan does (default: one stage);
     ``quantized`` evaluates a saved artefact instead of quantizing (its plan must match);
-    ``save_quantized`` writes the artefact evaluated (safetensors); ``window_tokens`` defaults
-    to 512 (at most the model's positions).
+    ``save_quantized`` writes the artefact evaluated (safetensors); windows are
+    ``window_tokens`` long, at most the model's positions.
     """
     start = time.perf_counter()
     model_dir = Path(model_dir)
@@ -126,7 +126,7 @@ def plan_perplexity(
     text_path, ids = model_text_ids(
         model_dir, text, HELDOUT_TEXT, "evaluate", "--text", MIN_EVAL_TOKENS
     )
-    window = min(window_tokens or DEFAULT_WINDOW_TOKENS, spec.max_positions)
+    window = min(window_tokens, spec.max_positions)
     if quantized is None:
         quantized = quantize_model(model_dir, bits, method, group_size, calib_text=calib_text)
     elif quantized.bits_per_layer != bits:
