@@ -80,8 +80,9 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "results" / "models" / "de
     reason="needs the default model: llmpq train-default --out results/models/default",
 )
 def test_default_grid_of_the_default_model_within_5_minutes() -> None:
-    table = profile_model(DEFAULT_MODEL, progress=False)
-    assert table.attrs["profile_seconds"] < 300
+    # thread CPU time: the fit check must not depend on what else runs on the machine
+    table = profile_model(DEFAULT_MODEL, clock="cpu", progress=False)
+    assert table.attrs["profile_seconds"] < 300  # wall clock of the whole sweep
     model = LatencyModel.from_table(table)
     # fit error on the grid; held-out error is bench/costmodel_accuracy.py's job
     assert max(f.fit_mape_pct for f in model.layer_fits.values()) < 10
