@@ -28,11 +28,13 @@ Shapes a kernel does not take fall back to ``"dequant"``: codes -> bf16 weight -
 each call, slow but exact, with the same memory. The 3-bit CPU path stores the int4 kernel's
 own layout packed to 3 bits (:mod:`llmpq.quant.packing`) and rebuilds it, a cache-sized row
 chunk at a time, in four elementwise ops: memory stays at 3 bits, the matmul is the int4
-kernel's. How the 3-bit path was chosen (K = N = 4096, M = 1, one thread, median CPU ms, on a
-shared 2-core AVX-512 machine): bf16 ``linear`` 1.54; int4 kernel 0.43; 3-bit as here 1.13;
-the same with bit planes (six ops) 1.31; rebuilding the whole int4 matrix at once 3.5 (it
-leaves the cache); re-packing codes with ``_convert_weight_to_int4pack_for_cpu`` per call 53;
-dequantizing to a bf16 weight and ``linear`` (the fallback) 79.
+kernel's. How the 3-bit path was chosen (K = N = 4096, M = 1, median ms; 2 threads on an
+idle 2-core AVX-512 machine unless noted): bf16 ``linear`` 0.84, int4 kernel 0.21, 3-bit as
+here 0.56 with 4 MiB row chunks (0.58 at 8 MiB, 0.67 at 1 MiB, 0.89 at 0.5 MiB: per-op
+overhead outweighs cache locality); one thread, on a busy machine (CPU time): bf16 1.54, this
+1.13, the same with bit planes (six ops per chunk) 1.31, re-packing codes with
+``_convert_weight_to_int4pack_for_cpu`` per call 53, dequantizing to a bf16 weight and
+``linear`` (the fallback) 79.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from llmpq.quant.rtn import QuantizedWeight, grid_values
 
 COMPUTE_DTYPE = torch.bfloat16
 INT4_CUDA_INNER_K_TILES = 8  # gpt-fast's choice; needs K % (8 * 16) == 0
-CHUNK_BYTES_3BIT = 1 << 20  # int4 bytes rebuilt per 3-bit row chunk (measured: 256 KiB-2 MiB alike)
+CHUNK_BYTES_3BIT = 4 << 20  # int4 bytes rebuilt per 3-bit row chunk: measured best of 0.5-8 MiB
 
 
 class QuantLinear(nn.Module):
