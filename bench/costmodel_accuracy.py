@@ -3,19 +3,20 @@
 Run::
 
     python bench/costmodel_accuracy.py [--json results/bench/costmodel_accuracy.json]
-        [--model results/models/default] [--table F.nc] [--save-table F.nc] [--threads 1]
-        [--clock wall] [--skip-memory]
+        [--model results/models/default] [--save-table F.nc] [--threads 1] [--clock wall]
+        [--skip-memory]
 
-1. Profiles the model on this CPU on the default grid (:func:`llmpq.profiler.default_grid`:
-   bits 3/4/8/16 × batch 1-16 × seq 16-256, both phases; or reads ``--table``) and fits the
-   latency model (:class:`llmpq.costmodel.latency.LatencyModel`) to it.
-2. Measures held-out shapes with the same harness: batch {3, 6, 12} × seq {24, 48, 96, 192}
-   (inside the grid, on none of its values), plus an extrapolation set (batch 24 × seq {24, 384},
-   beyond the grid) reported apart, and prints the mean absolute percentage error of the
-   predictions per phase and bitwidth (and of the pre/post parts). The grid and the held-out
-   sets are profiled in turns, one round each, three times (the profiler's default rounds), and
-   each point's value is the median over the rounds: fitted and tested points are measured
-   under the same conditions, so slow drift in the machine's speed is not counted as error.
+1. Profiles the model on this CPU (:func:`llmpq.profiler.profile_model`, one thread, default
+   rounds) and fits the latency model (:class:`llmpq.costmodel.latency.LatencyModel`) to the
+   default grid (:func:`llmpq.profiler.default_grid`: bits 3/4/8/16 × batch 1-16 × seq 16-256,
+   both phases) only.
+2. Tests it on held-out shapes: batch {3, 6, 12} × seq {24, 48, 96, 192} (inside the grid, on
+   none of its values), and reports apart an extrapolation set (batch 24 × seq {24, 384}, beyond
+   the grid): the mean absolute percentage error of the predictions per phase and bitwidth (and
+   of the pre/post parts). The grid and the test shapes are measured in one sweep over the union
+   of their batches and lengths (side by side, rounds interleaved), so that fitted and tested
+   points share the machine's conditions: on a shared VM its speed drifts by 5-20% between runs
+   minutes apart, which is not the model's error.
 3. Runs stages of the model in-process for the cpu_small workload (batch 8, prompt 64, 32
    generated) and a few other shapes, with mixed bits and micro-batch sizes, measuring peak
    memory (:mod:`llmpq.costmodel.memcheck`), and prints the memory model's error.
@@ -28,6 +29,7 @@ JSON: ``latency_mape_pct`` {"prefill"|"decode": {"overall": x, "3": x, ...}},
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -41,12 +43,12 @@ import xarray as xr
 from llmpq.costmodel.latency import PARTS, LatencyModel
 from llmpq.costmodel.memcheck import measure_stage_memory
 from llmpq.costmodel.memory import stage_memory
-from llmpq.costmodel.tables import PHASES, load_cost_table, save_cost_table
+from llmpq.costmodel.tables import PHASES, save_cost_table
 from llmpq.files import write_json_atomic
 from llmpq.models.spec import model_spec
 from llmpq.models.stage import StageRange
 from llmpq.plan import MicroBatch
-from llmpq.profiler import ProfileGrid, default_grid, profile_model
+from llmpq.profiler import default_grid, profile_model
 from llmpq.workload import Workload
 
 HELD_OUT = {"batch": (3, 6, 12), "seq": (24, 48, 96, 192)}
@@ -127,24 +129,20 @@ def memory_errors(model_dir: Path) -> dict:
     return {"max_abs": max(errors), "mean_abs": float(np.mean(errors)), "cases": cases}
 
 
-def interleaved_tables(
-    model_dir: Path, grids: dict[str, ProfileGrid], rounds: int, threads: int, clock: str
-) -> dict:
-    """One table per grid, each the median of ``rounds`` one-round profiles taken in turns
-    (grid, held-out, extrapolation, grid, ...), so that the points a model is fitted to and
-    those it is tested on are measured under the same conditions."""
-    runs: dict[str, list] = {name: [] for name in grids}
-    for _ in range(rounds):
-        for name, grid in grids.items():
-            runs[name].append(
-                profile_model(model_dir, grid=grid, threads=threads, clock=clock, progress=False)
-            )
-    out = {}
-    for name, tables in runs.items():
-        merged = xr.concat(tables, dim="run").median("run", keep_attrs=True)
-        seconds = sum(float(t.attrs["profile_seconds"]) for t in tables)
-        out[name] = merged.assign_attrs(tables[0].attrs, profile_seconds=seconds, rounds=rounds)
-    return out
+def union_profile(model_dir: Path, threads: int, clock: str) -> xr.Dataset:
+    """One sweep over the union of the grid's and the test sets' batches and lengths, so that
+    fitted and tested points are measured side by side (the profiler's rounds interleave them
+    further): drift in the machine's speed between separate runs is not counted as model error."""
+    base = default_grid("cpu")
+    batch = sorted({*base.batch, *HELD_OUT["batch"], *EXTRAPOLATION["batch"]})
+    seq = sorted({*base.seq, *HELD_OUT["seq"], *EXTRAPOLATION["seq"]})
+    grid = replace(base, batch=tuple(batch), seq=tuple(seq))
+    return profile_model(model_dir, grid=grid, threads=threads, clock=clock)
+
+
+def subset(table: xr.Dataset, batch, seq) -> xr.Dataset:
+    grid = json.dumps({"bits": table.bits.values.tolist(), "batch": list(batch), "seq": list(seq)})
+    return table.sel(batch=list(batch), seq=list(seq)).assign_attrs(grid=grid)
 
 
 def _print_latency(title: str, errors: dict) -> None:
@@ -159,7 +157,6 @@ def _print_latency(title: str, errors: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="results/models/default")
-    parser.add_argument("--table", help="use this measured table instead of profiling")
     parser.add_argument("--save-table", help="also write the profiled table here")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", default="wall", help="wall or cpu (thread CPU time)")
@@ -174,22 +171,13 @@ def main() -> None:
     }  # fmt: skip
     started = time.perf_counter()
     base = default_grid("cpu")
-    grids = {
-        "grid": replace(base, rounds=1),
-        "held_out": ProfileGrid(**HELD_OUT, rounds=1),
-        "extrapolation": ProfileGrid(**EXTRAPOLATION, rounds=1),
-    }
-    if args.table:
-        del grids["grid"]
-    tables = interleaved_tables(model_dir, grids, base.rounds, args.threads, args.clock)
-    if args.table:
-        table = load_cost_table(args.table, spec=model_spec(model_dir))
-    else:
-        table = tables["grid"]
-        if args.save_table:
-            save_cost_table(table, args.save_table)
-    held, extra = tables["held_out"], tables["extrapolation"]
-    result["profile_seconds"] = float(table.attrs.get("profile_seconds", 0.0))
+    union = union_profile(model_dir, args.threads, args.clock)
+    table = subset(union, base.batch, base.seq)
+    if args.save_table:
+        save_cost_table(table, args.save_table)
+    held = subset(union, HELD_OUT["batch"], HELD_OUT["seq"])
+    extra = subset(union, EXTRAPOLATION["batch"], EXTRAPOLATION["seq"])
+    result["sweep_seconds"] = float(union.attrs["profile_seconds"])
     result["grid"] = {k: table[k].values.tolist() for k in ("bits", "batch", "seq")}
     model = LatencyModel.from_table(table)
     result["fit_mape_pct"] = {f"{b}/{p}": f.fit_mape_pct for (b, p), f in model.layer_fits.items()}
@@ -199,8 +187,8 @@ def main() -> None:
     result["extrapolation_mape_pct"] = latency_errors(model, extra)
     result["part_mape_pct"] = part_errors(model, held)
     print(
-        f"model {model_dir}, {args.threads} thread(s), clock {args.clock}; grid profiled in "
-        f"{result['profile_seconds']:.0f} s"
+        f"model {model_dir}, {args.threads} thread(s), clock {args.clock}; grid + test shapes "
+        f"swept in {result['sweep_seconds']:.0f} s"
     )
     _print_latency(f"held-out shapes (batch {HELD_OUT['batch']} x seq {HELD_OUT['seq']})",
                    result["latency_mape_pct"])  # fmt: skip
