@@ -50,12 +50,12 @@ from types import MappingProxyType
 from llmpq.devices import DeviceType
 from llmpq.models.spec import BYTES_16BIT, DEFAULT_GROUP_SIZE, ModelSpec, check_bits
 from llmpq.plan import MicroBatch
+from llmpq.quant.linear import CHUNK_BYTES_3BIT  # the 3-bit CPU path's row chunk
 from llmpq.workload import Workload
 
 MiB = 1024**2
 CUDA_CONTEXT_BYTES = 430 * MiB  # LLM-PQ _globals.CUDA_CONTEXT_MEM (spec Appendix A)
 CUDA_SLACK_FRACTION = 0.05  # LLM-PQ RATIO_AVOID_OOM = 0.95 of the device
-CPU_3BIT_CHUNK_BYTES = 1 << 20  # llmpq.quant.linear.CHUNK_BYTES_3BIT: int4 bytes per row chunk
 IDS_BYTES = 8  # int64 token ids and 2-D attention masks
 FP32_BYTES = 4
 
@@ -169,7 +169,7 @@ def quant_transient_bytes(
         for lin in spec.layer_linears():
             n, k = lin.out_features, lin.in_features
             if b == 3 and not on_gpu:
-                rows = max(16, (CPU_3BIT_CHUNK_BYTES // (k // 2)) // 16 * 16)
+                rows = max(16, (CHUNK_BYTES_3BIT // (k // 2)) // 16 * 16)
                 worst = max(worst, math.ceil(1.75 * min(n, rows) * k / 2))
             elif b == 3:
                 worst = max(worst, 7 * n * k)
