@@ -15,7 +15,7 @@ Sources (nothing is downloaded; the text depends only on the Python version that
   shows (79 topics, ~465 K characters); one document per topic.
 * ``stdlib_docstrings``: the docstrings of the standard library's own ``.py`` sources (modules,
   classes, functions), read with ``ast`` in sorted path order, test folders and
-  ``site-packages`` left out; one document per module file (~1.7 M characters on 3.11).
+  ``site-packages`` left out; one document per module file (~1.8 M characters on 3.11).
   A docstring already seen earlier (by exact text) is dropped, so copies such as ``_pyio``/``io``
   do not leak across the split.
 

@@ -18,7 +18,9 @@ or ``llmpq train-default --out DIR``. The result is an ordinary HF checkpoint, l
     DIR/llmpq_default.json    the training report (TrainingReport)
 
 Same preset, seed, Python version and thread count on the same machine give identical weights,
-unless ``max_train_seconds`` cuts training short. Text sources and the split are described in
+unless ``max_train_seconds`` cuts training short. Give it idle cores: next to another busy process,
+two threads on two cores run ~20x slower (each OpenMP region waits for the descheduled thread);
+pass ``num_threads=1`` there, or the time cap stops training early. Text sources and the split are described in
 :mod:`llmpq.models.corpus`; :func:`evaluate_perplexity` and :func:`unigram_perplexity` are
 reused by later steps.
 """
@@ -74,7 +76,7 @@ class TrainPreset:
     # optimisation: AdamW, linear warm-up then cosine decay to min_lr_ratio * peak_lr
     seq_len_tokens: int  # training window; 512 so positions up to 512 are trained
     batch_sequences: int
-    steps: int  # sized so training takes ~8 min on 2 AVX-512 cores
+    steps: int  # default: 1700 steps take ~570 s on 2 idle AVX-512 cores
     peak_lr: float
     warmup_steps: int
     min_lr_ratio: float
