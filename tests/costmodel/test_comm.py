@@ -64,3 +64,10 @@ def test_listed_links_override_the_measurement(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(UserError, match="bad.json"):
         load_comm(tmp_path / "bad.json")
+
+
+def test_a_flat_noisy_sample_never_gives_an_infinite_link() -> None:
+    # a loaded machine: the small payload took as long as the big one
+    fit = fit_transfers([1024, 64 * 1024, 1 << 20, 4 << 20], [0.9, 0.6, 0.5, 0.4], "gloo")
+    assert fit.bandwidth_GBps == pytest.approx((4 << 20) / 0.4 / 1e6)  # the largest payload
+    assert fit.transfer_ms(4 << 20) == pytest.approx(0.4)
