@@ -1,9 +1,9 @@
 """The conda environment names every runtime requirement; CI installs the CPU torch pin first."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 
@@ -41,7 +41,9 @@ def test_declared_stack_is_required():
     names = {Requirement(r).name.lower() for r in pyproject()["project"]["dependencies"]}
     assert {"torch", "transformers", "mip", "snakemake", "xarray", "scipy", "tokenizers",
             "safetensors", "h5netcdf"} <= names  # fmt: skip
-    notebooks = {Requirement(r).name for r in pyproject()["project"]["optional-dependencies"]["notebooks"]}
+    notebooks = {
+        Requirement(r).name for r in pyproject()["project"]["optional-dependencies"]["notebooks"]
+    }
     assert {"jupyterlab", "ipywidgets"} <= notebooks
 
 

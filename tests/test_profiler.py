@@ -71,17 +71,10 @@ def test_cuda_sweep(model_dir: Path) -> None:
     assert table.attrs["activation_dtype"] == "float16" and (table.layer_ms > 0).all()
 
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "results" / "models" / "default"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (DEFAULT_MODEL / "config.json").is_file(),
-    reason="needs the default model: llmpq train-default --out results/models/default",
-)
-def test_default_grid_of_the_default_model_within_5_minutes() -> None:
+def test_default_grid_of_the_default_model_within_5_minutes(default_model: Path) -> None:
     # thread CPU time: the fit check must not depend on what else runs on the machine
-    table = profile_model(DEFAULT_MODEL, clock="cpu", progress=False)
+    table = profile_model(default_model, clock="cpu", progress=False)
     assert table.attrs["profile_seconds"] < 300  # wall clock of the whole sweep
     model = LatencyModel.from_table(table)
     # fit error on the grid; held-out error is bench/costmodel_accuracy.py's job

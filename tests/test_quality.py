@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,26 +10,17 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from llmpq.errors import UserError
-from llmpq.models.default import evaluate_perplexity, train_default_model
+from llmpq.models.default import evaluate_perplexity
 from llmpq.quality import PerplexityResult, plan_perplexity
 from llmpq.quant.calibration import token_ids_of_file
 from llmpq.quant.offline import quantize_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default recipe on the tiny preset, one step (2 layers, hidden 256): about a second."""
-    out = tmp_path_factory.mktemp("quality") / "tiny"
-    train_default_model(out, preset="tiny", max_train_seconds=0, progress=False, num_threads=1)
-    return out
+def model_dir(tiny_default: Path) -> Path:
+    return tiny_default
 
 
 def test_16_bit_plan_is_the_plain_bf16_model(model_dir: Path) -> None:
@@ -89,20 +79,13 @@ def test_user_text_and_bad_input(model_dir: Path, tmp_path: Path) -> None:
         plan_perplexity(tmp_path / "bare", [16, 16])
 
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "results" / "models" / "default"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (DEFAULT_MODEL / "config.json").is_file(),
-    reason="needs the default model: llmpq train-default --out results/models/default",
-)
-def test_default_model_perplexity_orders_the_bitwidths() -> None:
-    layers = json.loads((DEFAULT_MODEL / "config.json").read_text())["num_hidden_layers"]
+def test_default_model_perplexity_orders_the_bitwidths(default_model: Path) -> None:
+    layers = json.loads((default_model / "config.json").read_text())["num_hidden_layers"]
     runs = {"16": (16, "rtn"), "8": (8, "rtn"), "4-rtn": (4, "rtn"), "4-gptq": (4, "gptq"),
             "3-rtn": (3, "rtn"), "3-gptq": (3, "gptq")}  # fmt: skip
     ppl = {
-        key: plan_perplexity(DEFAULT_MODEL, [bits] * layers, method=method).perplexity
+        key: plan_perplexity(default_model, [bits] * layers, method=method).perplexity
         for key, (bits, method) in runs.items()
     }
     assert abs(ppl["8"] / ppl["16"] - 1) < 0.01, ppl

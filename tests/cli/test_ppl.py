@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from llmpq.cli import main
-from llmpq.models.default import train_default_model
 from llmpq.models.spec import model_spec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ppl") / "tiny"
-    train_default_model(out, preset="tiny", max_train_seconds=0, progress=False, num_threads=1)
-    return out
+def model_dir(tiny_default: Path) -> Path:
+    return tiny_default
 
 
 def _plan(model_dir: Path, path: Path, bits: list[list[int]]) -> Path:

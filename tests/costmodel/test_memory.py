@@ -98,19 +98,12 @@ def test_model_matches_a_measured_run_within_5_percent(tiny_llama: Path, case) -
     assert predicted.peak_phase == measured.peak_phase
 
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "results" / "models" / "default"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (DEFAULT_MODEL / "config.json").is_file(),
-    reason="needs the default model: llmpq train-default --out results/models/default",
-)
-def test_default_model_cpu_small_stages_within_5_percent() -> None:
+def test_default_model_cpu_small_stages_within_5_percent(default_model: Path) -> None:
     mixed = [4, 4, 8, 16, 3, 3]
     for (start, end), mb in [((0, 3), MicroBatch(4, 8, 1)), ((3, 6), MicroBatch(2, 4, 2)),
                              ((0, 6), MicroBatch(8, 8, 1))]:  # fmt: skip
         measured, predicted = _measured_and_predicted(
-            DEFAULT_MODEL, (start, end), mixed, CPU_SMALL, mb
+            default_model, (start, end), mixed, CPU_SMALL, mb
         )
         assert predicted.state_bytes == pytest.approx(measured.peak_bytes, rel=0.05)

@@ -97,13 +97,6 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    """Use with ``pytestmark = pytest.mark.usefixtures("one_thread")`` in tiny-model modules."""
-    with single_thread():
-        yield
-
-
 @pytest.fixture(scope="session")
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
     """Three left-padded prompts of lengths 7, 4 and 2: (input_ids [3, 7], attention_mask [3, 7])."""

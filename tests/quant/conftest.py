@@ -1,7 +1,5 @@
 """Shared by the quantization tests: one thread, a tiny default-like model, tiny HF models.
 
-* ``tiny_default``: the default model's recipe on the ``tiny`` preset, stopped after one step
-  (LLaMA, GQA, hidden 256, 2 layers, vocab 512; with its tokenizer and data splits): ~1 s.
 * ``tiny_hf(family)``: a random-init OPT / BLOOM / LLaMA (GQA) with hidden 128 and 2 layers,
   fp32, so every linear suits the kernels and group sizes up to 128.
 """
@@ -13,8 +11,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -51,20 +48,5 @@ def tiny_hf() -> Callable[[str], tf.PreTrainedModel]:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny shapes run fastest on one thread, and a busy 2-core box makes 2 threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny_default(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from llmpq.models.default import train_default_model
-
-    out = tmp_path_factory.mktemp("quant") / "tiny-default"
-    train_default_model(out, preset="tiny", max_train_seconds=0, progress=False, num_threads=1)
-    return out
+def _one_thread(one_thread) -> None:
+    """Every quantization test runs on one thread (the root conftest's ``one_thread``)."""
