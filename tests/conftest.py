@@ -7,6 +7,10 @@
   one step (LLaMA, GQA, hidden 256, 2 layers, vocab 512; with its tokenizer and data splits).
 * ``default_model`` (session): the trained default model at ``results/models/default``; the test
   is skipped, with the command that makes it, when it is absent (a fresh CI checkout).
+* ``batch`` and ``make_tiny(name, path, **save_kwargs)`` (session): three left-padded prompts
+  (lengths 7, 4, 2) and a random-init tiny model of a family in ``tiny_models.TINY`` (OPT,
+  BLOOM, LLaMA-GQA, ...), saved, with HF's prefill logits and ``generate()`` greedy tokens for
+  that batch (a ``tiny_models.Tiny``).
 """
 
 # ruff: noqa: E402  (HF_HUB_OFFLINE must be set before transformers is imported)
@@ -16,24 +20,14 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import single_thread  # one thread, restored after (tiny shapes run fastest)
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "results" / "models" / "default"
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +51,24 @@ def default_model() -> Path:
     if not (DEFAULT_MODEL / "config.json").is_file():
         pytest.skip("needs the default model: llmpq train-default --out results/models/default")
     return DEFAULT_MODEL
+
+
+@pytest.fixture(scope="session")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Three left-padded prompts of lengths 7, 4 and 2: (input_ids [3, 7], attention_mask [3, 7])."""
+    from tiny_models import left_padded_batch
+
+    return left_padded_batch((7, 4, 2))
+
+
+@pytest.fixture(scope="session")
+def make_tiny(batch) -> Callable:
+    """``make_tiny(name, path, **save_kwargs)``: save a tiny model and compute HF's outputs."""
+    from tiny_models import Tiny, hf_reference, save_tiny
+
+    def make(name: str, path: Path, **save_kwargs) -> Tiny:
+        with single_thread():
+            model = save_tiny(name, path, **save_kwargs)
+        return Tiny(name, model, path, *batch, *hf_reference(model, *batch))
+
+    return make
