@@ -1,0 +1,107 @@
+"""The planner: pipeline partition, per-layer bits and micro-batches, jointly (python-mip).
+
+Usage::
+
+    from llmpq.planner import make_plan, planning_problem, SolverOptions
+
+    problem = planning_problem("opt-30b", cluster, workload, theta=1.0)   # or quality_budget=
+    plan = make_plan(problem, "llmpq", SolverOptions(time_limit_s=10, gap=0.01))
+    plan.stages, plan.micro_batch, plan.predicted.tokens_per_s, plan.solver.gap
+    make_plan(problem, "pipeedge")                  # baselines: pipeedge | uniform | adabits
+
+Modules: :mod:`~llmpq.planner.problem` (inputs), :mod:`~llmpq.planner.time_model` (the
+closed-form time model), :mod:`~llmpq.planner.ilp` (the ILP, built apart from the solve),
+:mod:`~llmpq.planner.candidates` and :mod:`~llmpq.planner.search` (the outer search and its
+certificate), :mod:`~llmpq.planner.baselines`, :mod:`~llmpq.planner.reference` (the original
+paper's ILP, for comparison).
+"""
+
+from __future__ import annotations
+
+import time
+
+from llmpq.errors import UserError
+from llmpq.plan import Plan, Prediction, QualityTarget, SolverReport, Stage
+from llmpq.planner.ilp import DEFAULT_SOLVER, SolverOptions
+from llmpq.planner.problem import PlanningProblem, planning_problem
+from llmpq.planner.search import Incumbent, search
+from llmpq.planner.time_model import Evaluation, evaluate_stages
+
+METHODS = ("llmpq", "pipeedge", "uniform", "adabits")
+
+__all__ = [
+    "METHODS",
+    "Evaluation",
+    "PlanningProblem",
+    "SolverOptions",
+    "evaluate_stages",
+    "make_plan",
+    "plan_from_incumbent",
+    "planning_problem",
+]
+
+
+def plan_from_incumbent(
+    problem: PlanningProblem, found: Incumbent, method: str, solver: SolverReport
+) -> Plan:
+    """A validated :class:`~llmpq.plan.Plan` with the time model's predictions."""
+    stages, start = [], 0
+    for device, bits in found.stages():
+        stages.append(Stage(device.name, device.type.name, (start, start + len(bits)), tuple(bits)))
+        start += len(bits)
+    ev = evaluate_stages(problem, found.stages(), found.micro_batch)
+    if not ev.fits:
+        device, over = next(iter(ev.over_budget.items()))
+        raise UserError(
+            "plan", method, "report this: the planner's memory model and the exact one disagree",
+            problem=f"puts {over} bytes too many on {device}",
+        )  # fmt: skip
+    return Plan(
+        model_id=problem.model_id,
+        model_shape=problem.spec,
+        workload=problem.workload,
+        method=method,
+        stages=tuple(stages),
+        micro_batch=found.micro_batch,
+        cluster=problem.cluster.name,
+        predicted=Prediction(
+            ev.prefill_s, ev.decode_s, ev.makespan_s, ev.tokens_per_s, dict(ev.peak_memory_bytes)
+        ),
+        solver=solver,
+        quality=QualityTarget(
+            theta=problem.theta, budget=problem.omega_budget, sum_omega=ev.sum_omega
+        ),
+    )
+
+
+def make_plan(
+    problem: PlanningProblem, method: str = "llmpq", options: SolverOptions = DEFAULT_SOLVER
+) -> Plan:
+    """Plan with ``method``; llmpq's search starts from the baselines that meet the target."""
+    from llmpq.planner import baselines
+
+    if method not in METHODS:
+        raise UserError("method", method, f"use one of {list(METHODS)}")
+    clock = time.perf_counter()
+    if method != "llmpq":
+        found = {"pipeedge": baselines.pipeedge, "uniform": baselines.uniform,
+                 "adabits": lambda p: baselines.adabits(p, options)}[method](problem)  # fmt: skip
+        report = SolverReport(
+            {"pipeedge": "dynamic programming", "uniform": "even split",
+             "adabits": options.name}[method], "OPTIMAL", None, None, None,
+            time.perf_counter() - clock,
+        )  # fmt: skip
+        return plan_from_incumbent(problem, found, method, report)
+    starts = []
+    for name in ("pipeedge", "uniform"):
+        try:
+            found = getattr(baselines, name)(problem)
+            starts.append(plan_from_incumbent(problem, found, name, SolverReport(name, "start")))
+        except UserError:
+            pass
+    result = search(problem, options, starts=starts)
+    report = SolverReport(
+        options.name.upper(), result.status, result.objective, result.bound, result.gap,
+        time.perf_counter() - clock,
+    )  # fmt: skip
+    return plan_from_incumbent(problem, result.best, "llmpq", report)

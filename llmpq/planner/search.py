@@ -1,0 +1,327 @@
+"""The outer search: every device order and micro-batch choice, pruned by bounds, certified.
+
+Usage::
+
+    from llmpq.planner.search import search
+
+    found = search(problem, SolverOptions(time_limit_s=10, gap=0.01), starts=[baseline_plan])
+    found.order, found.micro_batch, found.solution.stage_bits()
+    found.objective, found.bound, found.gap          # the gap is over the *whole* search
+
+How: one candidate per (order class, micro-batch choice) (:mod:`llmpq.planner.candidates`).
+Each gets a lower bound from the LP relaxation of its compact ILP (about a millisecond). The
+candidates are solved in order of their bounds; once the next bound is within the gap target
+of the incumbent, the rest cannot win and are pruned. With layer-specific ω a candidate is
+first solved in the relaxed compact form (a bound for every order of its class), and the exact
+layer assignment is solved for the class's orders only while that bound can still beat the
+incumbent. The global bound is the least of the pruned candidates' LP bounds and the solved
+candidates' ILP bounds, so the reported gap is a certificate for the whole search, not one
+solve. A time limit stops the search with the best incumbent kept (status ``FEASIBLE``).
+
+Plans given as ``starts`` (the baselines) enter as incumbents when they meet the quality
+target, so the search never returns worse than them under the ILP's objective. The final pick
+among the best few incumbents is made by the time model itself (:func:`evaluate_stages`),
+which also counts the decode fill and the per-step regime the ILP aggregates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import mip
+import numpy as np
+
+from llmpq.cluster import ClusterDevice
+from llmpq.errors import UserError
+from llmpq.plan import MicroBatch, Plan
+from llmpq.planner.candidates import device_orders, micro_batches, order_classes
+from llmpq.planner.ilp import (
+    DEFAULT_SOLVER,
+    Instance,
+    Solution,
+    SolverOptions,
+    build_model,
+    instance_for,
+    solve,
+    warm_start,
+)
+from llmpq.planner.problem import BITS, PlanningProblem
+from llmpq.planner.time_model import evaluate_stages, stage_coefficients
+
+MAX_EXACT_ORDERS_PER_CLASS = 8
+FINALISTS = 4
+
+
+@dataclass(frozen=True)
+class Incumbent:
+    order: tuple[ClusterDevice, ...]
+    micro_batch: MicroBatch
+    counts: np.ndarray
+    bits_per_layer: tuple[int, ...]
+    objective: float  # the ILP's objective
+    source: str  # "ilp" or the baseline's name
+
+    def stages(self) -> list[tuple[ClusterDevice, list[int]]]:
+        """Used positions only, as (device, bits of its layers)."""
+        out, i = [], 0
+        for device, row in zip(self.order, self.counts, strict=True):
+            size = int(row.sum())
+            if size:
+                out.append((device, list(self.bits_per_layer[i : i + size])))
+            i += size
+        return out
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best: Incumbent
+    objective: float  # ILP objective of the best incumbent
+    bound: float  # lower bound over every candidate
+    gap: float
+    status: str  # OPTIMAL (gap target proven) | FEASIBLE (time limit)
+    seconds: float
+    candidates: int
+    solved: int
+    pruned: int
+    finalists: tuple[Incumbent, ...] = field(default=())
+
+
+class _Coefficients:
+    """Memo of :func:`stage_coefficients` by (device, micro-batch, ends, next device)."""
+
+    def __init__(self, problem: PlanningProblem) -> None:
+        self.problem, self.memo = problem, {}
+
+    def __call__(self, device, mb, first, last, nxt):
+        key = (device.name, mb, first, last, nxt.name)
+        if key not in self.memo:
+            self.memo[key] = stage_coefficients(
+                self.problem, device, mb, is_first=first, is_last=last, next_device=nxt
+            )
+        return self.memo[key]
+
+
+def linear_objective(inst: Instance, counts: np.ndarray, bits_per_layer: Sequence[int]) -> float:
+    """The ILP's objective of a given assignment (inf if it breaks a constraint)."""
+    used = counts.sum(axis=1) > 0
+    if not (used[0] and used[-1]) or counts.sum() != inst.num_layers:
+        return math.inf
+    with np.errstate(invalid="ignore"):
+        if np.any((counts > 0) & ~np.isfinite(inst.lp)):
+            return math.inf
+        c = counts.astype(float)
+        mem = np.nansum(inst.mem * c, axis=1) + inst.mfix * used
+        if np.any(mem > inst.cap):
+            return math.inf
+        t_p = np.nansum(inst.lp * c, axis=1) + inst.fp * used
+        t_d = np.nansum(inst.ld * c, axis=1) + inst.fd * used
+    cp, cd = inst.cp * used, inst.cd * used
+    P = max(t_p.max(), cp.max())
+    D = max((t_d + inst.steps * cd).sum(), inst.m_d * t_d.max(), inst.m_d * inst.steps * cd.max())
+    cols = [BITS.index(b) for b in bits_per_layer]
+    quality = float(inst.omega[np.arange(len(cols)), cols].sum())
+    if inst.budget is not None and quality > inst.budget * (1 + 1e-9):
+        return math.inf
+    return float((t_p + cp).sum() + (inst.m_p - 1) * P + D + inst.theta * quality)
+
+
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """CBC's LP path prints its log on file descriptor 1 whatever the verbosity: mute it."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _lp_bound(inst: Instance, options: SolverOptions) -> float:
+    model, _ = build_model(inst, options, relaxed_layers=True)
+    with _quiet_stdout():
+        status = model.optimize(relax=True)
+    if status != mip.OptimizationStatus.OPTIMAL:
+        return math.inf  # infeasible even fractionally
+    return float(model.objective_value)
+
+
+def _start_from_plan(
+    plan: Plan, problem: PlanningProblem
+) -> tuple[tuple, MicroBatch, np.ndarray, tuple]:
+    devices = [problem.cluster.device(s.device) for s in plan.stages]
+    counts = np.zeros((len(devices), len(BITS)), dtype=int)
+    for j, s in enumerate(plan.stages):
+        for b in s.bits:
+            counts[j, BITS.index(b)] += 1
+    return tuple(devices), plan.micro_batch, counts, tuple(plan.bits_per_layer())
+
+
+def search(
+    problem: PlanningProblem,
+    options: SolverOptions = DEFAULT_SOLVER,
+    *,
+    starts: Sequence[Plan] = (),
+    orders: Sequence[tuple[ClusterDevice, ...]] | None = None,
+    choices: Sequence[MicroBatch] | None = None,
+) -> SearchResult:
+    """Best plan over orders × micro-batches (see the module docstring)."""
+    clock = time.perf_counter()
+    deadline = clock + options.time_limit_s
+    coef = _Coefficients(problem)
+    orders = list(orders) if orders is not None else device_orders(problem.cluster)
+    classes = order_classes(problem.cluster, orders, problem.comm)
+    choices = list(choices) if choices is not None else micro_batches(
+        problem.workload, len(problem.cluster.devices)
+    )  # fmt: skip
+
+    pool: list[Incumbent] = []
+    for plan in starts:
+        order, mb, counts, bits = _start_from_plan(plan, problem)
+        inst = instance_for(problem, order, mb, coef)
+        value = linear_objective(inst, counts, bits)
+        if math.isfinite(value):
+            pool.append(Incumbent(order, mb, counts, bits, value, plan.method))
+
+    bounds = []  # (lp bound, class index, choice index)
+    for ci, members in enumerate(classes):
+        for mi, mb in enumerate(choices):
+            lb = _lp_bound(instance_for(problem, members[0], mb, coef), options)
+            if math.isfinite(lb):
+                bounds.append((lb, ci, mi))
+    bounds.sort()
+    if not bounds and not pool:
+        raise _infeasible(problem, coef, orders, choices)
+
+    def best_value() -> float:
+        return min((p.objective for p in pool), default=math.inf)
+
+    open_bounds: list[float] = []  # bounds of what was not closed
+    solved = pruned = 0
+    timed_out = False
+    for pos, (lb, ci, mi) in enumerate(bounds):
+        incumbent = best_value()
+        if lb >= incumbent * (1 - options.gap):
+            pruned = len(bounds) - pos
+            open_bounds.append(lb)
+            break
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0.05:
+            timed_out = True
+            open_bounds += [b for b, _, _ in bounds[pos:]]
+            break
+        members, mb = classes[ci], choices[mi]
+        inst = instance_for(problem, members[0], mb, coef)
+        model, v = build_model(inst, options, relaxed_layers=True)
+        best = min(pool, key=lambda p: p.objective) if pool else None
+        if best is not None and best.micro_batch == mb and best.order == members[0]:
+            warm_start(model, v, best.counts, best.bits_per_layer)
+        sol = solve(model, v, inst, options, time_limit_s=remaining)
+        solved += 1
+        if not sol.found:
+            if sol.status not in ("INFEASIBLE", "INT_INFEASIBLE", "NO_SOLUTION_FOUND"):
+                open_bounds.append(lb)
+            elif sol.status == "NO_SOLUTION_FOUND":
+                open_bounds.append(lb)
+            continue
+        if not inst.per_layer:
+            open_bounds.append(sol.bound)
+            pool.append(
+                Incumbent(members[0], mb, sol.counts, sol.bits_per_layer, sol.objective, "ilp")
+            )
+            continue
+        _solve_exact_members(problem, options, coef, members, mb, sol, pool, open_bounds, deadline)
+
+    if not pool:
+        raise _infeasible(problem, coef, orders, choices)
+    incumbent = best_value()
+    bound = min(open_bounds + [incumbent])
+    gap = max(0.0, (incumbent - bound) / max(abs(incumbent), 1e-12))
+    finalists = sorted(pool, key=lambda p: p.objective)[:FINALISTS]
+    best = min(finalists, key=lambda p: _evaluated(problem, p))
+    status = "FEASIBLE" if timed_out or gap > options.gap + 1e-9 else "OPTIMAL"
+    return SearchResult(
+        best, incumbent, bound, gap, status, time.perf_counter() - clock,
+        len(bounds), solved, pruned, tuple(finalists),
+    )  # fmt: skip
+
+
+def _solve_exact_members(problem, options, coef, members, mb, relaxed: Solution, pool, open_bounds,
+                         deadline) -> None:  # fmt: skip
+    """Layer-specific ω: the exact assignment for the class's orders while they can win."""
+    explored = 0
+    for order in members[:MAX_EXACT_ORDERS_PER_CLASS]:
+        incumbent = min((p.objective for p in pool), default=math.inf)
+        remaining = deadline - time.perf_counter()
+        if relaxed.bound >= incumbent * (1 - options.gap) or remaining <= 0.05:
+            break
+        inst = instance_for(problem, order, mb, coef)
+        model, v = build_model(inst, options)
+        warm_start(model, v, relaxed.counts, _placed(relaxed, inst))
+        sol = solve(model, v, inst, options, time_limit_s=remaining)
+        explored += 1
+        if sol.found:
+            pool.append(Incumbent(order, mb, sol.counts, sol.bits_per_layer, sol.objective, "ilp"))
+            open_bounds.append(sol.bound)
+    if explored < len(members):
+        incumbent = min((p.objective for p in pool), default=math.inf)
+        if relaxed.bound < incumbent * (1 - options.gap):
+            open_bounds.append(relaxed.bound)  # unexplored orders of the class
+
+
+def _placed(relaxed: Solution, inst: Instance) -> list[int]:
+    """Layer bits for the relaxed counts placed on this order's layer ranges (feasible)."""
+    from llmpq.planner.ilp import best_placement
+
+    bits, start = [], 0
+    for row in relaxed.counts:
+        size = int(row.sum())
+        bits += best_placement(inst.omega[start : start + size], row)
+        start += size
+    return bits
+
+
+def _evaluated(problem: PlanningProblem, p: Incumbent) -> float:
+    ev = evaluate_stages(problem, p.stages(), p.micro_batch)
+    if not ev.fits:
+        return math.inf
+    return ev.makespan_s * 1e3 + problem.theta * ev.sum_omega
+
+
+def _infeasible(problem: PlanningProblem, coef, orders, choices) -> UserError:
+    """One line: which device lacks how much memory at the lowest allowed bits, and the fix."""
+    lowest = None
+    mb = min(choices, key=lambda c: (c.prefill_size, c.decode_size)) if choices else None
+    for device in problem.cluster.devices:
+        c = coef(device, mb, False, False, device)
+        bits = problem.allowed_bits(device)
+        if not bits:
+            continue
+        per_layer = float(np.nanmin(c.layer_bytes))
+        share = math.ceil(
+            problem.num_layers * device.memory_bytes / problem.cluster.total_memory_bytes
+        )
+        need = per_layer * share + c.fixed_bytes
+        short = need - device.memory_bytes
+        if lowest is None or short > lowest[0]:
+            lowest = (short, device, need, min(bits))
+    if lowest is None:
+        return UserError("cluster", problem.cluster.name, "add devices that support 3/4/8/16 bits")
+    short, device, need, bits = lowest
+    gib = 1024**3
+    budget_note = " within the quality budget" if problem.omega_budget is not None else ""
+    return UserError(
+        "cluster", problem.cluster.name,
+        f"device {device.name} needs about {need / gib:.2f} GiB for its share of "
+        f"{problem.spec.name} at {bits} bits but has {device.memory_bytes / gib:.2f} GiB; add a "
+        f"device, allow lower bits{budget_note}, or use a smaller batch_size or shorter sequences",
+        problem="cannot hold the model",
+    )  # fmt: skip

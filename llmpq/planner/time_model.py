@@ -1,0 +1,198 @@
+"""The time model: what a pipeline of stages costs for the whole batch (DESIGN.md).
+
+Usage::
+
+    from llmpq.planner.time_model import stage_coefficients, evaluate_stages
+
+    coef = stage_coefficients(problem, device, micro_batch, is_first=True, is_last=False,
+                              next_device=other)
+    coef.prefill_layer_ms[k]         # one layer at BITS[k], one prefill micro-batch
+    ev = evaluate_stages(problem, [(device, [4, 4, 8]), (other, [16, 16, 3])], micro_batch)
+    ev.makespan_s, ev.tokens_per_s, ev.peak_memory_bytes
+
+With per-stage compute ``t_j`` and outgoing transfer ``c_j`` (the last stage sends the sampled
+token ids back to the first: the ring), ``m_p`` prefill and ``m_d`` decode micro-batches:
+
+* prefill: ``Σ_j (t_j + c_j) + (m_p − 1) · max_j max(t_j, c_j)`` (GPipe);
+* decode, step ``s`` of ``gen_len − 1`` (context ``prompt_len + s``):
+  ``max(R_s, m_d · T_s)`` with the round trip ``R_s = Σ_j (t_j(s) + c_j)`` and the bottleneck
+  ``T_s = max_j max(t_j(s), c_j)``; plus the fill ``min((m_d − 1) · T, R − T)`` at the last step:
+  when the round trip binds, the last micro-batch starts ``m_d − 1`` slots after the first;
+  when a stage binds, the last item still crosses the other stages after it.
+* makespan = prefill + decode (decoding starts when every prompt is prefilled — the runtime's
+  schedule); tokens/s = batch · gen_len / makespan (generated tokens only, the paper's metric).
+
+Every prefill micro-batch is priced at ``prefill_size`` and every decode micro-batch at
+``decode_size`` (the last may be smaller: an upper bound). :mod:`llmpq.simulator` plays the
+same schedule event by event, with the real micro-batch sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmpq.cluster import ClusterDevice
+from llmpq.costmodel.comm import link_transfer_ms
+from llmpq.costmodel.memory import IDS_BYTES, stage_memory
+from llmpq.plan import MicroBatch
+from llmpq.planner.problem import BITS, PlanningProblem
+
+
+@dataclass(frozen=True, eq=False)
+class StageCoefficients:
+    """Linear costs of one device at one pipeline position: per layer at each of ``BITS``
+    (NaN where the device cannot run that bitwidth) plus what a used stage pays regardless."""
+
+    prefill_layer_ms: np.ndarray  # (K,) one prefill micro-batch
+    decode_layer_ms: np.ndarray  # (K, steps) one decode micro-batch, per step
+    prefill_fixed_ms: float  # stage overhead + embeddings (first) + head (last)
+    decode_fixed_ms: np.ndarray  # (steps,)
+    prefill_send_ms: float  # outgoing transfer of one prefill micro-batch
+    decode_send_ms: float  # outgoing transfer of one decode micro-batch
+    layer_bytes: np.ndarray  # (K,) weights + KV cache of one layer (full context, whole batch)
+    fixed_bytes: int  # embeddings, head, reserve, the larger workspace (conservative)
+    memory_bytes: int  # the device's budget
+
+
+def decode_contexts(problem: PlanningProblem) -> np.ndarray:
+    """Cached tokens at each decode step: prompt_len, prompt_len + 1, … (gen_len − 1 steps)."""
+    w = problem.workload
+    return w.prompt_len + np.arange(w.gen_len - 1, dtype=np.float64)
+
+
+def send_bytes(problem: PlanningProblem, batch: int, tokens: int, is_last: bool) -> int:
+    """Hidden states to the next stage, or sampled token ids back to the first (the ring)."""
+    if is_last:
+        return batch * IDS_BYTES
+    return batch * tokens * problem.spec.hidden_bytes_per_token()
+
+
+def stage_coefficients(
+    problem: PlanningProblem,
+    device: ClusterDevice,
+    micro_batch: MicroBatch,
+    *,
+    is_first: bool,
+    is_last: bool,
+    next_device: ClusterDevice,
+) -> StageCoefficients:
+    cm = problem.cost(device)
+    w = problem.workload
+    bp, bd, s = micro_batch.prefill_size, micro_batch.decode_size, w.prompt_len
+    ctx = decode_contexts(problem)
+    allowed = problem.allowed_bits(device)
+    nan_steps = np.full(ctx.shape, np.nan)
+    prefill = np.array([cm.prefill_layer_ms(b, bp, s) if b in allowed else np.nan for b in BITS])
+    decode = np.stack(
+        [np.broadcast_to(cm.decode_layer_ms(b, bd, ctx), ctx.shape) if b in allowed else nan_steps
+         for b in BITS]  # fmt: skip
+    ) if ctx.size else np.zeros((len(BITS), 0))  # fmt: skip
+    prefill_fixed = cm.stage_overhead_ms("prefill", bp, s)
+    decode_fixed = np.broadcast_to(cm.stage_overhead_ms("decode", bd, ctx), ctx.shape) * 1.0
+    if is_first:
+        prefill_fixed += cm.embed_ms("prefill", bp, s)
+        decode_fixed = decode_fixed + cm.embed_ms("decode", bd, ctx)
+    if is_last:
+        prefill_fixed += cm.head_ms("prefill", bp, s)
+        decode_fixed = decode_fixed + cm.head_ms("decode", bd, ctx)
+    comm = problem.comm
+    cluster = problem.cluster
+    prefill_send = link_transfer_ms(
+        cluster, device, next_device, send_bytes(problem, bp, s, is_last), comm
+    )
+    decode_send = link_transfer_ms(
+        cluster, device, next_device, send_bytes(problem, bd, 1, is_last), comm
+    )
+    mem = stage_memory(
+        problem.spec, list(allowed), w, micro_batch, is_first=is_first, is_last=is_last,
+        device_type=device.type,
+    )  # fmt: skip
+    kv_layer = problem.spec.layer_kv_bytes_per_token() * w.batch_size * w.max_context_len
+    layer_bytes = np.array(
+        [problem.spec.layer_weight_bytes(b) + kv_layer if b in allowed else np.nan for b in BITS]
+    )
+    fixed = (
+        mem.embedding_bytes + mem.head_bytes + mem.reserve_bytes
+        + max(mem.prefill_workspace_bytes, mem.decode_workspace_bytes)
+    )  # fmt: skip
+    return StageCoefficients(
+        prefill, decode, float(prefill_fixed), np.asarray(decode_fixed, dtype=np.float64),
+        float(prefill_send), float(decode_send), layer_bytes, int(fixed), device.memory_bytes,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- the pipeline formulas
+def prefill_pipeline_ms(t: np.ndarray, c: np.ndarray, m_p: int) -> float:
+    """GPipe: one micro-batch through every stage, then ``m_p − 1`` bottleneck slots."""
+    return float(np.sum(t + c) + (m_p - 1) * np.max(np.maximum(t, c)))
+
+
+def decode_pipeline_ms(t: np.ndarray, c: np.ndarray, m_d: int) -> float:
+    """``t``: (stages, steps) compute of one decode micro-batch; ``c``: (stages,) transfers."""
+    if t.shape[1] == 0:
+        return 0.0
+    round_trip = t.sum(axis=0) + c.sum()
+    bottleneck = np.maximum(t, c[:, None]).max(axis=0)
+    steady = np.maximum(round_trip, m_d * bottleneck).sum()
+    fill = min((m_d - 1) * bottleneck[-1], round_trip[-1] - bottleneck[-1])
+    return float(steady + fill)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The time model's verdict on explicit stages (seconds, bytes)."""
+
+    prefill_s: float
+    decode_s: float
+    makespan_s: float
+    tokens_per_s: float
+    peak_memory_bytes: dict[str, int]
+    over_budget: dict[str, int]  # device -> bytes over its memory (empty: fits)
+    sum_omega: float
+
+    @property
+    def fits(self) -> bool:
+        return not self.over_budget
+
+
+def evaluate_stages(
+    problem: PlanningProblem,
+    stages: Sequence[tuple[ClusterDevice, Sequence[int]]],
+    micro_batch: MicroBatch,
+) -> Evaluation:
+    """Price stages given as (device, bits of each of its layers), in pipeline order."""
+    n = len(stages)
+    t_p, c_p, c_d, t_d = [], [], [], []
+    peak, over = {}, {}
+    for j, (device, bits) in enumerate(stages):
+        coef = stage_coefficients(
+            problem, device, micro_batch, is_first=j == 0, is_last=j == n - 1,
+            next_device=stages[(j + 1) % n][0],
+        )  # fmt: skip
+        cols = [BITS.index(b) for b in bits]
+        t_p.append(coef.prefill_fixed_ms + sum(coef.prefill_layer_ms[k] for k in cols))
+        t_d.append(coef.decode_fixed_ms + sum((coef.decode_layer_ms[k] for k in cols), 0.0))
+        c_p.append(coef.prefill_send_ms)
+        c_d.append(coef.decode_send_ms)
+        mem = stage_memory(
+            problem.spec, list(bits), problem.workload, micro_batch, is_first=j == 0,
+            is_last=j == n - 1, device_type=device.type,
+        ).total_bytes  # fmt: skip
+        peak[device.name] = int(mem)
+        if mem > device.memory_bytes:
+            over[device.name] = int(mem - device.memory_bytes)
+    w = problem.workload
+    m_p = math.ceil(w.batch_size / micro_batch.prefill_size)
+    prefill_ms = prefill_pipeline_ms(np.array(t_p), np.array(c_p), m_p)
+    decode_ms = decode_pipeline_ms(np.array(t_d), np.array(c_d), micro_batch.decode_count)
+    makespan_s = (prefill_ms + decode_ms) / 1e3
+    all_bits = [b for _, bits in stages for b in bits]
+    return Evaluation(
+        prefill_ms / 1e3, decode_ms / 1e3, makespan_s,
+        w.batch_size * w.gen_len / makespan_s if makespan_s > 0 else float("inf"),
+        peak, over, problem.sum_omega(all_bits),
+    )  # fmt: skip
