@@ -1,0 +1,22 @@
+"""The serving runtime: a plan run for real as a pipeline over ``torch.distributed``.
+
+Usage::
+
+    from llmpq.runtime import serve
+
+    result = serve("plan.json", "results/models/default", "prompts.jsonl", "results/serve/x",
+                   cluster="config/clusters/cpu_hetero.yaml")
+    result.metrics.to_dict()["measured"]["tokens_per_s"]
+
+Modules, one concept each: ``launch`` (``serve``: checks, torchrun, outputs), ``worker`` (one
+stage process), ``pipeline`` (a stage's part of the schedule), ``schedule`` (the micro-batches),
+``kvcache`` (regrouping caches), ``transport`` (the ring of messages), ``sampling``, ``prompts``,
+``budget`` (memory need vs budget), ``job`` (launcher -> worker files), ``metrics``.
+"""
+
+from llmpq.runtime.launch import Output, ServeFailed, ServeResult, serve
+from llmpq.runtime.metrics import ServeMetrics
+from llmpq.runtime.prompts import Prompt
+from llmpq.runtime.sampling import Sampling
+
+__all__ = ["Output", "Prompt", "Sampling", "ServeFailed", "ServeMetrics", "ServeResult", "serve"]

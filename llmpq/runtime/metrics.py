@@ -1,0 +1,90 @@
+"""What a serving run measured, beside what the plan predicted (the names the plan uses).
+
+Usage::
+
+    from llmpq.runtime.metrics import ServeMetrics
+
+    metrics = ServeMetrics.from_reports(plan, stage_reports, generated_tokens=256, wall_s=9.1)
+    metrics.tokens_per_s, metrics.makespan_s, metrics.stages[1]["busy_s"]
+    metrics.to_dict()        # metrics.json: {"measured": ..., "predicted": ..., "stages": [...]}
+
+``makespan_s`` = ``prefill_s`` + ``decode_s``, timed on the first stage from the moment every
+stage is loaded: prefill until the last first token is back, decode until the last token is.
+``tokens_per_s`` counts the tokens generated (up to each sequence's end) over ``makespan_s``;
+``wall_s`` is the whole call (process start, loading, the run, writing outputs); ``load_s`` the
+slowest stage's loading (and quantizing). Per stage: ``busy_s`` (compute: layers, head,
+sampling, cache regrouping) and its fraction of the makespan, ``peak_memory_bytes`` (CPU: the
+process's peak resident set, runtime included; CUDA: peak allocated), beside the memory model's
+``predicted_memory_bytes`` and the stage's budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from llmpq.plan import Plan
+
+COMPARED = ("makespan_s", "prefill_s", "decode_s", "tokens_per_s")
+
+
+@dataclass(frozen=True)
+class ServeMetrics:
+    method: str
+    num_stages: int
+    batch_size: int
+    prompt_len: int  # after padding
+    gen_len: int
+    generated_tokens: int
+    prefill_s: float
+    decode_s: float
+    makespan_s: float
+    tokens_per_s: float
+    load_s: float
+    wall_s: float
+    launcher: str
+    stages: tuple[dict[str, Any], ...]
+    predicted: dict[str, Any] | None = None  # the plan's, as it stands in the plan
+
+    @classmethod
+    def from_reports(
+        cls, plan: Plan, reports: list[dict[str, Any]], *, batch_size: int, prompt_len: int,
+        gen_len: int, generated_tokens: int, wall_s: float, launcher: str,
+    ) -> ServeMetrics:  # fmt: skip
+        first = reports[0]
+        makespan = first["prefill_s"] + first["decode_s"]
+        stages = tuple(r | {"busy_fraction": r["busy_s"] / makespan if makespan else 0.0}
+                       for r in reports)  # fmt: skip
+        return cls(
+            method=plan.method, num_stages=len(reports), batch_size=batch_size,
+            prompt_len=prompt_len, gen_len=gen_len, generated_tokens=generated_tokens,
+            prefill_s=first["prefill_s"], decode_s=first["decode_s"], makespan_s=makespan,
+            tokens_per_s=generated_tokens / makespan if makespan else 0.0,
+            load_s=max(r["load_s"] for r in reports), wall_s=wall_s, launcher=launcher,
+            stages=stages, predicted=asdict(plan.predicted) if plan.predicted else None,
+        )  # fmt: skip
+
+    def measured(self) -> dict[str, Any]:
+        names = ("makespan_s", "prefill_s", "decode_s", "tokens_per_s", "generated_tokens",
+                 "load_s", "wall_s")  # fmt: skip
+        return {n: getattr(self, n) for n in names}
+
+    def measured_over_predicted(self) -> dict[str, float] | None:
+        """Measured / predicted for each figure both have (None without a prediction)."""
+        if not self.predicted:
+            return None
+        return {n: getattr(self, n) / self.predicted[n] for n in COMPARED if self.predicted.get(n)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "launcher": self.launcher,
+            "num_stages": self.num_stages,
+            "batch_size": self.batch_size,
+            "prompt_len": self.prompt_len,
+            "gen_len": self.gen_len,
+            "measured": self.measured(),
+            "predicted": self.predicted,
+            "measured_over_predicted": self.measured_over_predicted(),
+            "stages": list(self.stages),
+        }
