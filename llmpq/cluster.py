@@ -246,3 +246,18 @@ def load_cluster(path: str | Path) -> Cluster:
 
 def save_cluster(cluster: Cluster, path: str | Path) -> Path:
     return write_yaml_atomic(path, cluster.to_dict())
+
+
+def find_cluster_file(name: str, search_dir: str | Path = "config/clusters") -> Path:
+    """The cluster YAML in ``search_dir`` whose ``name`` is ``name`` (a plan names its cluster)."""
+    directory = Path(search_dir)
+    for path in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
+        try:
+            if load_yaml_mapping(path, "cluster file").get("name") == name:
+                return path
+        except UserError:
+            continue
+    raise UserError(
+        "cluster", name, f"pass --cluster FILE (no file in {directory} is named {name!r})",
+        problem="has no cluster file",
+    )  # fmt: skip

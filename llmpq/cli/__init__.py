@@ -11,10 +11,23 @@ import sys
 from collections.abc import Sequence
 
 from llmpq import __version__
-from llmpq.cli import catalog, indicator, model_info, ppl, profile, roofline, serve, train_default
+from llmpq.cli import (
+    catalog,
+    indicator,
+    model_info,
+    plan,
+    ppl,
+    profile,
+    roofline,
+    serve,
+    simulate,
+    train_default,
+)
 from llmpq.errors import UserError
 
-SUBCOMMANDS = (catalog, train_default, model_info, profile, roofline, ppl, indicator, serve)
+SUBCOMMANDS = (
+    catalog, train_default, model_info, profile, roofline, ppl, indicator, plan, simulate, serve,
+)  # fmt: skip
 USER_ERROR_EXIT = 2
 
 
