@@ -1,0 +1,61 @@
+"""Shared by the runtime tests: hand-written plans for a checkpoint, prompts from token ids.
+
+* ``make_plan(model_dir, splits, micro_batch, bits=16, batch_size=3, gen_len=8)``: a plan with
+  one stage per ``[start, end)`` in ``splits`` on devices ``cpu-0``, ``cpu-1``, ...
+* ``id_prompts(ids, mask)``: prompts carrying the unpadded token ids of a left-padded batch.
+* ``generated(hf_tokens, prompt_len, eos_ids)``: HF ``generate`` rows cut as ``serve`` writes
+  them (generated tokens only, up to and including the first end-of-sequence token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmpq.models.checkpoint import Checkpoint
+from llmpq.models.spec import ModelSpec
+from llmpq.plan import MicroBatch, Plan, Stage
+from llmpq.runtime import Prompt
+from llmpq.workload import Workload
+
+
+def make_plan(
+    model_dir: Path, splits: Sequence[tuple[int, int]], micro_batch: tuple[int, int, int],
+    bits: int | Sequence[int] = 16, batch_size: int = 3, prompt_len: int = 7, gen_len: int = 8,
+) -> Plan:  # fmt: skip
+    spec = ModelSpec.from_hf_config(Checkpoint(model_dir).config_dict(), name=model_dir.name)
+    per_layer = [bits] * spec.num_layers if isinstance(bits, int) else list(bits)
+    stages = tuple(
+        Stage(f"cpu-{i}", "cpu", (s, e), tuple(per_layer[s:e])) for i, (s, e) in enumerate(splits)
+    )
+    workload = Workload(batch_size, prompt_len, gen_len)
+    return Plan(model_dir.name, spec, workload, "manual", stages, MicroBatch(*micro_batch))
+
+
+def id_prompts(ids: torch.Tensor, mask: torch.Tensor) -> list[Prompt]:
+    return [
+        Prompt(str(i), "", tuple(row[m.bool()].tolist()))
+        for i, (row, m) in enumerate(zip(ids, mask, strict=True))
+    ]
+
+
+def generated(hf_tokens: torch.Tensor, prompt_len: int, eos_ids: Sequence[int]) -> list[list[int]]:
+    rows = []
+    for row in hf_tokens[:, prompt_len:].tolist():
+        ends = [i for i, t in enumerate(row) if t in eos_ids]
+        rows.append(row[: ends[0] + 1] if ends else row)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_families(tmp_path_factory, make_tiny) -> dict:
+    """OPT, BLOOM and LLaMA-GQA tiny models with HF greedy references of their bf16 copies."""
+    out = {}
+    for name in ("opt", "bloom", "llama-gqa"):
+        tiny = make_tiny(name, tmp_path_factory.mktemp(name))
+        _, tokens = tiny.reference(tiny.model.to(torch.bfloat16))  # 16-bit on CPU is bf16
+        out[name] = (tiny, tokens)
+    return out
