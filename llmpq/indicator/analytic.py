@@ -6,7 +6,7 @@ Usage::
     from llmpq.models.spec import model_spec
 
     da = analytic_indicator(model_spec("opt-30b"))    # instant, any built-in shape
-    da.sel(bits=3) / da.sel(bits=4)                    # ~4.7: a 3-bit step is 15/7 x a 4-bit one
+    da.sel(bits=3) / da.sel(bits=4)                    # (15/7)² ≈ 4.6: a 3-bit step is 15/7 x a 4-bit one
 
 Derivation (the variance indicator's model with the weights' statistics replaced by their
 typical values). Let a linear's weights be roughly Gaussian, standard deviation σ, as trained
