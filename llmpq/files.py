@@ -4,6 +4,7 @@ Usage::
 
     data = load_yaml_mapping("config/clusters/x.yaml", what="cluster")   # dict, or UserError
     write_text_atomic("results/plan.json", text)     # temp file + rename: never half-written
+    write_netcdf_atomic("results/indicator/m.nc", data_array)   # xarray object, the same way
 """
 
 from __future__ import annotations
@@ -64,3 +65,18 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 def write_yaml_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def write_netcdf_atomic(path: str | Path, data: Any, engine: str = "h5netcdf") -> Path:
+    """Write an xarray Dataset or DataArray to ``path`` (netCDF) through a temp file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        data.to_netcdf(tmp, engine=engine)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

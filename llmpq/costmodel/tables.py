@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from llmpq.errors import UserError
+from llmpq.files import write_netcdf_atomic
 from llmpq.models.spec import SUPPORTED_BITS, ModelSpec
 
 SCHEMA = "llmpq.costs/1"
@@ -110,17 +109,7 @@ def build_cost_table(
 
 def save_cost_table(table: xr.Dataset, path: str | Path) -> Path:
     """Write ``table`` to ``path`` (netCDF, h5netcdf engine) through a temp file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        table.to_netcdf(tmp, engine=ENGINE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_netcdf_atomic(path, table, ENGINE)
 
 
 def _bad(path: str | Path, problem: str, fix: str) -> UserError:

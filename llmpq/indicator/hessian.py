@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llmpq.indicator.array import BITS
 from llmpq.indicator.model import FullModel, quantized_weight
 from llmpq.models.spec import DEFAULT_GROUP_SIZE
 
@@ -62,14 +61,12 @@ def fisher_omega(
     group_size: int = DEFAULT_GROUP_SIZE,
 ) -> np.ndarray:
     """ω [num_layers, len(BITS)]: ``½ Σ F ⊙ Δw²`` with Δw the RTN error at each bitwidth."""
-    values = np.zeros((model.spec.num_layers, len(BITS)))
-    for i, name, lin in model.linears():
-        w = lin.weight.detach().float()  # [N, K]
-        for j, b in enumerate(BITS):
-            if b != 16:
-                error = w - quantized_weight(w, b, group_size)  # [N, K]
-                values[i, j] += 0.5 * float((fisher[i, name].double() * error.double() ** 2).sum())
-    return values
+
+    def term(i: int, name: str, w: torch.Tensor, bits: int) -> float:
+        error = w - quantized_weight(w, bits, group_size)  # [N, K]
+        return 0.5 * float((fisher[i, name].double() * error.double() ** 2).sum())
+
+    return model.sum_over_linears(term)
 
 
 def hessian_values(model: FullModel, windows: torch.Tensor) -> np.ndarray:

@@ -14,14 +14,13 @@ width) is a UserError naming both shapes and the command that makes the right fi
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from llmpq.errors import UserError
+from llmpq.files import write_netcdf_atomic
 from llmpq.indicator.array import BITS, DIMS, NAME
 from llmpq.models.spec import ModelSpec
 
@@ -30,17 +29,7 @@ ENGINE = "h5netcdf"  # as the cost tables
 
 def save_indicator(da: xr.DataArray, path: str | Path) -> Path:
     """Write ``da`` to ``path`` (netCDF) through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        da.rename(NAME).to_netcdf(tmp, engine=ENGINE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_netcdf_atomic(path, da.rename(NAME), ENGINE)
 
 
 def _bad(path: Path, problem: str, fix: str) -> UserError:

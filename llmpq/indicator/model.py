@@ -7,6 +7,7 @@ Usage::
     model = FullModel.load("results/models/default")   # fp32, all layers, one stage
     model.spec, model.stage                             # ModelSpec, PipelineStage
     model.linear(3, "mlp.down_proj")                    # nn.Linear of layer 3
+    model.sum_over_linears(term)   # [L, 4]: Σ over each layer's linears of term(layer, name, w, bits)
     logits = model.logits(windows)                      # [W, T, V] (no grad), in batches
     w_hat = quantized_weight(w, bits=4)                 # [N, K] fp32: what the runtime multiplies by
 
@@ -18,13 +19,15 @@ channel at 8 bits (:func:`llmpq.quant.rtn.quantize_rtn`), dequantized to fp32.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from llmpq.indicator.array import BITS
 from llmpq.models.checkpoint import Checkpoint
 from llmpq.models.spec import DEFAULT_GROUP_SIZE, ModelSpec
 from llmpq.models.stage import PipelineStage, StageRange, StepInputs, load_stage
@@ -65,6 +68,17 @@ class FullModel:
         for i in range(self.spec.num_layers):
             for lin in self.spec.layer_linears():
                 yield i, lin.name, self.linear(i, lin.name)
+
+    def sum_over_linears(self, term: Callable[[int, str, torch.Tensor, int], float]) -> np.ndarray:
+        """ω [num_layers, len(BITS)]: ``term(layer, name, w [N, K] fp32, bits)`` summed over each
+        layer's linears, for every bitwidth below 16 (the 16-bit column stays 0)."""
+        values = np.zeros((self.spec.num_layers, len(BITS)))
+        for i, name, lin in self.linears():
+            w = lin.weight.detach().float()  # [N, K]
+            for j, b in enumerate(BITS):
+                if b != 16:
+                    values[i, j] += term(i, name, w, b)
+        return values
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, V] of unpadded windows ``ids`` [B, T] (gradients as the caller allows)."""

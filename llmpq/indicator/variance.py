@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from llmpq.indicator.array import BITS
 from llmpq.indicator.model import FORWARD_BATCH, FullModel
 from llmpq.models.spec import DEFAULT_GROUP_SIZE
 from llmpq.quant.rtn import grid_params
@@ -119,15 +118,13 @@ def variance_omega(
     group_size: int = DEFAULT_GROUP_SIZE,
 ) -> np.ndarray:
     """ω [num_layers, len(BITS)]: the quantizer-step form, or LLM-PQ's with ``paper``."""
-    values = np.zeros((model.spec.num_layers, len(BITS)))
-    for i, name, lin in model.linears():
-        w = lin.weight.detach().float()  # [N, K]
-        for j, b in enumerate(BITS):
-            if paper:
-                values[i, j] += paper_noise_power(w, b, stats[i, name].mean_variance, is_ffn(name))
-            else:
-                values[i, j] += noise_power(w, b, stats[i, name].second_moment, group_size)
-    return values
+
+    def term(i: int, name: str, w: torch.Tensor, bits: int) -> float:
+        if paper:
+            return paper_noise_power(w, bits, stats[i, name].mean_variance, is_ffn(name))
+        return noise_power(w, bits, stats[i, name].second_moment, group_size)
+
+    return model.sum_over_linears(term)
 
 
 def variance_values(model: FullModel, windows: torch.Tensor) -> np.ndarray:
