@@ -104,7 +104,9 @@ class JobDir:
         os.replace(tmp, self.path / name)
 
     def write_status(self, rank: int, state: str, **info: Any) -> None:
-        write_json_atomic(self.path / f"status-{rank}.json", {"state": state, **info})
+        """The calling process's state, with its pid and host (the launcher kills by pid)."""
+        me = {"pid": os.getpid(), "host": os.uname().nodename}
+        write_json_atomic(self.path / f"status-{rank}.json", {"state": state, **me, **info})
 
     def statuses(self, world: int) -> dict[int, dict | None]:
         out: dict[int, dict | None] = {}

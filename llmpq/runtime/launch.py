@@ -171,18 +171,39 @@ def _run_torchrun(jd: JobDir, plan: Plan, torchrun_args: Sequence[str]) -> None:
                 ):
                     failed_at = time.monotonic()
                 if failed_at is not None and time.monotonic() - failed_at > KILL_GRACE_s:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the group this call started
-                    proc.wait()
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
+                    break
+        finally:
+            if proc.poll() != 0:
+                _kill_run(proc, jd, world)
     statuses = jd.statuses(world)
     if proc.returncode != 0 or any(not s or s["state"] != "done" for s in statuses.values()):
         message = diagnose(plan, statuses, proc.returncode)
         user = any(s and s.get("user_error") for s in statuses.values())
-        raise (UserError("serve", "run", "see above", problem=message) if user else
-               ServeFailed(f"{message}; log: {jd.log}"))  # fmt: skip
+        if user:
+            raise UserError("plan", plan.model_id, "fix the input named", f"cannot run: {message}")
+        raise ServeFailed(f"{message}; log: {jd.log}")
+
+
+def _runs(pid: int, jd: JobDir) -> bool:
+    """Whether process ``pid`` is still a worker of this job (its command names the job folder)."""
+    try:
+        return str(jd.path) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def _kill_run(proc: subprocess.Popen, jd: JobDir, world: int) -> None:
+    """SIGKILL torchrun's process group and every worker of this run on this host (by the pid it
+    reported): torchrun starts each worker in its own session, and a stopped (hung) one
+    outlives torchrun's SIGTERM."""
+    pids = [s["pid"] for s in jd.statuses(world).values()
+            if s and s.get("host") == os.uname().nodename and _runs(s["pid"], jd)]  # fmt: skip
+    for kill, target in [(os.killpg, proc.pid)] + [(os.kill, pid) for pid in pids]:
+        try:
+            kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.wait()
 
 
 def _run_threads(job: Job, ids: torch.Tensor, mask: torch.Tensor) -> tuple[list, dict]:

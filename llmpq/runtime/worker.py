@@ -177,7 +177,7 @@ def main(job_dir: str) -> int:
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     jd = JobDir(Path(job_dir))
     _on_sigterm(jd, rank)
-    jd.write_status(rank, "started", pid=os.getpid(), host=os.uname().nodename)
+    jd.write_status(rank, "started")
     try:
         job, ids, mask = jd.read()
         if world != len(job.stages):

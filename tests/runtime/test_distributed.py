@@ -5,6 +5,7 @@ so each test checks several things per launch."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -72,6 +73,9 @@ def test_a_stage_that_dies_or_hangs_fails_the_run_naming_it(tiny_default, tmp_pa
         serve(plan, tiny_default, PROMPTS, tmp_path, stage_timeout_s=5,
               fault=Fault(stage=1, action=action, after_sends=4))  # fmt: skip
     assert time.monotonic() - start < 60
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert left.stdout == ""  # no stage outlives the run (a stopped one included)
     assert not (tmp_path / "outputs.jsonl").exists() and not (tmp_path / "metrics.json").exists()
 
 
