@@ -297,31 +297,42 @@ def _evaluated(problem: PlanningProblem, p: Incumbent) -> float:
 
 
 def _infeasible(problem: PlanningProblem, coef, orders, choices) -> UserError:
-    """One line: which device lacks how much memory at the lowest allowed bits, and the fix."""
-    lowest = None
-    mb = min(choices, key=lambda c: (c.prefill_size, c.decode_size)) if choices else None
-    for device in problem.cluster.devices:
-        c = coef(device, mb, False, False, device)
-        bits = problem.allowed_bits(device)
-        if not bits:
-            continue
-        per_layer = float(np.nanmin(c.layer_bytes))
-        share = math.ceil(
-            problem.num_layers * device.memory_bytes / problem.cluster.total_memory_bytes
-        )
-        need = per_layer * share + c.fixed_bytes
-        short = need - device.memory_bytes
-        if lowest is None or short > lowest[0]:
-            lowest = (short, device, need, min(bits))
-    if lowest is None:
-        return UserError("cluster", problem.cluster.name, "add devices that support 3/4/8/16 bits")
-    short, device, need, bits = lowest
+    """One line: the quality budget that cannot be met, or how much memory is missing at the
+    lowest allowed bits (and on which device), and what to change."""
     gib = 1024**3
-    budget_note = " within the quality budget" if problem.omega_budget is not None else ""
+    if problem.omega_budget is not None:
+        from llmpq.planner.baselines import adabits
+
+        try:
+            least = problem.sum_omega(adabits(problem.with_quality(theta=0.0)).bits_per_layer)
+        except UserError:
+            least = None
+        if least is not None:
+            return UserError(
+                "quality budget", round(problem.omega_budget, 6),
+                f"raise it to at least {least:.4g} (the best quality that fits) or add memory",
+                problem="cannot be met on this cluster",
+            )  # fmt: skip
+    mb = min(choices, key=lambda c: (c.prefill_size, c.decode_size))
+    n = len(problem.cluster.devices)
+    need, worst = 0.0, None
+    for j, device in enumerate(problem.cluster.devices):
+        c = coef(device, mb, j == 0, j == n - 1, device)
+        if not problem.allowed_bits(device):
+            continue
+        share = problem.num_layers * device.memory_bytes / problem.cluster.total_memory_bytes
+        device_need = float(np.nanmin(c.layer_bytes)) * share + c.fixed_bytes
+        need += device_need
+        short = device_need - device.memory_bytes
+        if worst is None or short > worst[0]:
+            worst = (short, device, min(problem.allowed_bits(device)))
+    if worst is None:
+        return UserError("cluster", problem.cluster.name, "add devices that support 3/4/8/16 bits")
+    _, device, bits = worst
     return UserError(
         "cluster", problem.cluster.name,
-        f"device {device.name} needs about {need / gib:.2f} GiB for its share of "
-        f"{problem.spec.name} at {bits} bits but has {device.memory_bytes / gib:.2f} GiB; add a "
-        f"device, allow lower bits{budget_note}, or use a smaller batch_size or shorter sequences",
-        problem="cannot hold the model",
+        f"{problem.spec.name} needs about {need / gib:.2f} GiB at {bits} bits for this workload "
+        f"and the devices have {problem.cluster.total_memory_bytes / gib:.2f} GiB ({device.name} "
+        f"is shortest); add a device, allow lower bits, or use a smaller batch_size or shorter "
+        f"sequences", problem="cannot hold the model",
     )  # fmt: skip

@@ -1,0 +1,114 @@
+"""The outer search: certified, deterministic, never worse than the baselines, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmpq.cluster import Cluster, load_cluster
+from llmpq.errors import UserError
+from llmpq.models.spec import model_spec
+from llmpq.planner import SolverOptions, make_plan, planning_problem
+from llmpq.planner.candidates import device_orders, micro_batches, order_classes
+from llmpq.simulator import simulate
+from llmpq.workload import Workload, load_workload
+
+from .conftest import omega_array
+
+PAPER = load_workload("config/workloads/paper.yaml")
+
+
+def test_orders_never_permute_identical_devices() -> None:
+    cluster = load_cluster("config/clusters/paper_03.yaml")  # 3×T4 + V100
+    orders = device_orders(cluster)
+    assert len(orders) == 4  # where the V100 sits
+    assert len({tuple(d.name for d in o) for o in orders}) == 4
+    classes = order_classes(cluster, orders)
+    assert 1 <= len(classes) <= 4 and sum(map(len, classes)) == 4
+
+
+def test_micro_batches_search_the_decode_count() -> None:
+    choices = micro_batches(Workload(32, 64, 8), num_devices=4)
+    counts = {c.decode_count for c in choices}
+    assert {1, 2, 4, 8} <= counts and max(counts) == 8
+    assert all(c.decode_size * c.decode_count >= 32 for c in choices)
+    assert all(32 % c.prefill_size == 0 for c in choices)
+
+
+def _paper_problem(number: str, model: str, **quality):
+    cluster = load_cluster(f"config/clusters/paper_{number}.yaml")
+    spec = model_spec(model)
+    return planning_problem(model, cluster, PAPER, costs_dir=None,
+                            indicator=omega_array(spec.num_layers), **quality)  # fmt: skip
+
+
+def test_same_inputs_give_byte_identical_plans(tmp_path) -> None:
+    texts = []
+    for _ in range(2):
+        plan = make_plan(_paper_problem("03", "opt-30b", theta=100.0), "llmpq")
+        d = plan.to_dict()
+        d["solver"]["seconds"] = 0  # wall time is the one thing allowed to differ
+        texts.append(json.dumps(d, sort_keys=True))
+    assert texts[0] == texts[1]
+
+
+def test_llmpq_is_certified_and_at_least_as_fast_as_every_baseline() -> None:
+    base = _paper_problem("03", "opt-30b", theta=0.0)
+    baselines = {m: make_plan(base, m) for m in ("pipeedge", "uniform", "adabits")}
+    budget = max(p.quality.sum_omega for p in baselines.values())
+    problem = base.with_quality(omega_budget=budget)
+    plan = make_plan(problem, "llmpq", SolverOptions(time_limit_s=30, gap=0.005))
+    assert plan.solver.status == "OPTIMAL" and plan.solver.gap <= 0.005
+    assert plan.solver.bound <= plan.solver.objective
+    assert plan.quality.sum_omega <= budget + 1e-9
+    fastest = simulate(plan, problem).tokens_per_s
+    for method, other in baselines.items():
+        assert fastest >= simulate(other, problem).tokens_per_s * 0.999, method
+
+
+def test_a_hard_budget_trades_speed_for_quality() -> None:
+    loose = make_plan(_paper_problem("09", "opt-30b", theta=0.0), "llmpq")
+    strict = make_plan(_paper_problem("09", "opt-30b", quality_budget=10.0), "llmpq")
+    assert strict.quality.sum_omega <= 10.0 + 1e-9 < loose.quality.sum_omega
+    assert strict.predicted.tokens_per_s <= loose.predicted.tokens_per_s
+
+
+def test_per_layer_omega_gets_the_exact_assignment(small_problem) -> None:
+    problem = small_problem(8, per_layer=True, memory_GiB=1.0)
+    plan = make_plan(problem, "llmpq", SolverOptions(gap=0.0))
+    assert plan.solver.status == "OPTIMAL"
+    # inside a stage the most sensitive layers keep the higher bits
+    for stage in plan.stages:
+        rows = range(*stage.layers)
+        pairs = sorted(zip((problem.omega[i, 0] for i in rows), stage.bits, strict=True))
+        assert [b for _, b in pairs] == sorted(stage.bits, reverse=True) or len(
+            set(stage.bits)
+        ) == 1
+
+
+def test_a_model_that_cannot_fit_is_one_clear_line() -> None:
+    cluster = Cluster.from_dict({"name": "tiny", "devices": [{"type": "T4", "count": 2}]})
+    spec = model_spec("opt-66b")
+    problem = planning_problem("opt-66b", cluster, PAPER, costs_dir=None,
+                               indicator=omega_array(spec.num_layers), theta=1.0)  # fmt: skip
+    with pytest.raises(UserError) as err:
+        make_plan(problem, "llmpq")
+    text = str(err.value)
+    assert "\n" not in text and "t4-" in text and "GiB" in text and "add a device" in text
+    with pytest.raises(UserError, match="add a device"):
+        make_plan(problem, "pipeedge")
+
+
+def test_an_unreachable_budget_says_what_quality_fits() -> None:
+    with pytest.raises(UserError, match="quality budget = 0.1 cannot be met.*raise it to at least"):
+        make_plan(_paper_problem("09", "opt-30b", quality_budget=0.1), "llmpq")
+
+
+def test_bad_quality_targets() -> None:
+    with pytest.raises(UserError, match="only one"):
+        _paper_problem("03", "opt-30b", theta=1.0, quality_budget=2.0)
+    with pytest.raises(UserError, match="theta"):
+        _paper_problem("03", "opt-30b", theta=-1.0)
+    with pytest.raises(UserError, match="method"):
+        make_plan(_paper_problem("03", "opt-30b", theta=1.0), "magic")
