@@ -122,6 +122,24 @@ class Cluster:
         bandwidth = min(a.type.pcie_GBps, b.type.pcie_GBps)
         return Link((a.host, b.host), bandwidth, INTRA_HOST_LATENCY_ms)
 
+    def _repr_html_(self) -> str:
+        """A table of the devices, for a bare notebook cell."""
+        from llmpq.html import html_table, mib
+
+        rows = [
+            [d.name, d.type.name, d.host, mib(d.memory_bytes), d.type.bandwidth_GBps,
+             d.type.fp16_TFLOPS, ", ".join(map(str, d.type.bits))]
+            for d in self.devices
+        ]  # fmt: skip
+        links = "; ".join(
+            f"{a}–{b}: {k.bandwidth_GBps} GB/s, {k.latency_ms} ms" for k in self.links
+            for a, b in [k.hosts]
+        )  # fmt: skip
+        caption = f"cluster {self.name}: {len(self.devices)} devices on {len(self.hosts)} host(s)"
+        caption += f"; links {links}" if links else ""
+        headers = ["device", "type", "host", "memory", "bandwidth GB/s", "fp16 TFLOP/s", "bits"]
+        return html_table(headers, rows, caption)
+
     def to_dict(self) -> dict[str, Any]:
         """The cluster as YAML-ready data, one entry per device with its full figures."""
         devices = []

@@ -148,6 +148,37 @@ class Plan:
                 )  # fmt: skip
             used.add(stage.device)
 
+    def _repr_html_(self) -> str:
+        """The stages as a table, the prediction and the quality target in the caption."""
+        from llmpq.html import html_table, mib, runs
+
+        w, mb = self.workload, self.micro_batch
+        caption = (
+            f"{self.method} plan of {self.model_id} on {self.cluster or 'a cluster'}; "
+            f"workload {w.batch_size}×({w.prompt_len}+{w.gen_len}); micro-batches: prefill "
+            f"{mb.prefill_size}, decode {mb.decode_count}×{mb.decode_size}"
+        )
+        peak = self.predicted.peak_memory_bytes if self.predicted else {}
+        if self.predicted:
+            caption += (
+                f"; predicted {self.predicted.tokens_per_s:.1f} tokens/s, makespan "
+                f"{self.predicted.makespan_s:.3g} s"
+            )
+        if self.quality and self.quality.sum_omega is not None:
+            target = (f"budget {self.quality.budget:.4g}" if self.quality.budget is not None
+                      else f"θ {self.quality.theta:.4g}")  # fmt: skip
+            caption += f"; {target}, Σω {self.quality.sum_omega:.4g}"
+        if self.solver:
+            caption += f"; solver {self.solver.name} {self.solver.status}"
+        rows = [
+            [i, s.device, s.device_type, f"[{s.layers[0]}, {s.layers[1]})", runs(s.bits),
+             mib(peak[s.device]) if s.device in peak else "—"]
+            for i, s in enumerate(self.stages)
+        ]  # fmt: skip
+        return html_table(
+            ["stage", "device", "type", "layers", "bits", "peak memory"], rows, caption
+        )
+
     def to_dict(self) -> dict[str, Any]:
         optional = {
             name: asdict(value) if value is not None else None

@@ -124,6 +124,25 @@ class CostModel:
         """What every stage pays once per step besides its layers (masks, position tables)."""
         return self.latency.part_ms("stage", phase, batch, seq)
 
+    # ------------------------------------------------------------------ display
+    def _repr_html_(self) -> str:
+        """Per-layer latency at a few shapes, one row per bitwidth (a bare notebook cell)."""
+        from llmpq.html import html_table, mib
+
+        seq = min(512, self.spec.max_positions)
+        points = [("prefill", 1, seq), ("prefill", 8, seq), ("decode", 1, seq), ("decode", 32, seq)]
+        headers = ["bits", "weights/layer"] + [f"{p} b={b} s={s} (ms)" for p, b, s in points]
+        rows = [
+            [bits, mib(self.spec.layer_weight_bytes(bits))]
+            + [f"{float(self.latency.layer_ms(bits, p, b, s)):.4g}" for p, b, s in points]
+            for bits in self.bits
+        ]
+        caption = (
+            f"cost model: {self.spec.name} on {self.device_type.name} ({self.source}; "
+            f"{self.origin}); ms per decoder layer; s = prompt length (prefill) or context (decode)"
+        )
+        return html_table(headers, rows, caption)
+
     # ------------------------------------------------------------------ memory (bytes)
     @property
     def memory_bytes(self) -> int:
