@@ -135,7 +135,10 @@ def test_memory_in_mib(tmp_path):
 
 
 def test_cpu_hetero_cannot_hold_the_default_model_at_16_bits():
+    from llmpq.costmodel.memory import stage_memory
     from llmpq.models.spec import ModelSpec
+    from llmpq.plan import MicroBatch
+    from llmpq.workload import load_workload
 
     c = load_cluster(CONFIG / "cpu_hetero.yaml")
     assert [d.cores for d in c.devices] == [1, 1]
@@ -146,4 +149,14 @@ def test_cpu_hetero_cannot_hold_the_default_model_at_16_bits():
         max_positions=1024, embed_dim=256, tie_word_embeddings=False, qkv_bias=False,
         out_bias=False, mlp_bias=False,
     )  # fmt: skip
-    assert spec.weight_bytes(16) > c.total_memory_bytes > spec.weight_bytes(8)
+    workload = load_workload(CONFIG.parent / "workloads" / "cpu_small.yaml")
+    mb = MicroBatch(1, 8, 1)  # the smallest workspace
+    big, small = c.devices
+
+    def fits(split: int, bits: int) -> bool:
+        first = stage_memory(spec, [bits] * split, workload, mb, is_first=True, is_last=False)
+        last = stage_memory(spec, [bits] * (6 - split), workload, mb, is_first=False, is_last=True)
+        return first.total_bytes <= big.memory_bytes and last.total_bytes <= small.memory_bytes
+
+    assert not any(fits(split, 16) for split in range(1, 6))
+    assert all(any(fits(split, b) for split in range(1, 6)) for b in (3, 4, 8))

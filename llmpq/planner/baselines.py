@@ -47,7 +47,7 @@ def original_micro_batch(problem: PlanningProblem, prefill_size: int | None = No
 def _fits(inst, j: int, k: int, layers: int) -> bool:
     if layers == 0:
         return True
-    need = inst.mem[j, k] * layers + inst.mfix[j]
+    need = max(inst.mem[j, k] * layers + inst.mfix[j], inst.mem_p[j, k] * layers + inst.mfix_p[j])
     return bool(np.isfinite(need) and need <= inst.cap[j])
 
 

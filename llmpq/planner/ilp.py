@@ -19,7 +19,7 @@ The mathematics (positions ``j`` of the order, bitwidths ``k``, layers ``i``)::
     t_d[j] = Σ_k ld[j,k] n[j,k] + fd[j] u[j]          (one decode micro-batch, Σ over steps)
     cover          Σ_jk n[j,k] = L
     use            u[j] ≤ Σ_k n[j,k] ≤ L u[j];   u[0] = u[N−1] = 1
-    memory         Σ_k mem[j,k] n[j,k] + mfix[j] u[j] ≤ cap[j]
+    memory         Σ_k mem[j,k] n[j,k] + mfix[j] u[j] ≤ cap[j]       (decode and prefill peaks)
     prefill_slot   P ≥ t_p[j],  P ≥ cp[j] u[j]
     decode_round   D ≥ Σ_j (t_d[j] + S cd[j] u[j])                      (S = gen_len − 1)
     decode_slot    D ≥ m_d t_d[j],  D ≥ m_d S cd[j] u[j]
@@ -36,8 +36,10 @@ apart from ω and any count vector is realised by contiguous blocks.
 The decode term aggregates the steps (``max`` of sums ≤ sum of ``max``es; equal when the binding
 term does not change during generation) and leaves out the fill (at most one round trip); the
 plan's reported figures come from :func:`llmpq.planner.time_model.evaluate_stages`.
-Memory is linear and conservative: every layer counts its full-context KV cache and the larger
-workspace over all allowed bits is charged once; the final plan is checked with the exact model.
+Memory is the memory model's two peaks, each linear in the counts: while prefilling (KV at the
+prompt length, the prefill workspace) and while decoding (full-context KV, the decode
+workspace); the workspaces are those of a stage holding every allowed bitwidth (an upper bound
+by the quantized MLP's extra temporaries). The final plan is checked with the exact model.
 """
 
 from __future__ import annotations
@@ -95,8 +97,10 @@ class Instance:
     fd: np.ndarray  # (N,) fixed decode ms of a used stage, Σ over steps
     cp: np.ndarray  # (N,) prefill transfer ms
     cd: np.ndarray  # (N,) decode transfer ms, one step
-    mem: np.ndarray  # (N, K) bytes per layer
-    mfix: np.ndarray  # (N,) fixed bytes of a used stage
+    mem: np.ndarray  # (N, K) bytes per layer while decoding (full-context KV)
+    mfix: np.ndarray  # (N,) fixed bytes of a used stage while decoding
+    mem_p: np.ndarray  # (N, K) bytes per layer while prefilling (prompt KV)
+    mfix_p: np.ndarray  # (N,) fixed bytes of a used stage while prefilling
     cap: np.ndarray  # (N,) device memory, bytes
     steps: int  # decode steps: gen_len − 1
     m_p: int
@@ -144,6 +148,8 @@ def instance_for(
         cd=np.array([c.decode_send_ms for c in coefs]),
         mem=np.array([c.layer_bytes for c in coefs]),
         mfix=np.array([c.fixed_bytes for c in coefs], dtype=np.float64),
+        mem_p=np.array([c.prefill_layer_bytes for c in coefs]),
+        mfix_p=np.array([c.prefill_fixed_bytes for c in coefs], dtype=np.float64),
         cap=np.array([c.memory_bytes for c in coefs], dtype=np.float64),
         steps=w.gen_len - 1,
         m_p=math.ceil(w.batch_size / micro_batch.prefill_size),
@@ -187,10 +193,12 @@ def build_model(
         layers_j = mip.xsum(n[c] for c in row[j])
         m.add_constr(layers_j <= L * u[j], f"use_upper_{j}")
         m.add_constr(layers_j >= u[j], f"use_lower_{j}")
-        m.add_constr(
-            mip.xsum(inst.mem[c] / GiB * n[c] for c in row[j]) + inst.mfix[j] / GiB * u[j]
-            <= inst.cap[j] / GiB, f"memory_{j}",
-        )  # fmt: skip
+        for phase, mem, fixed in (("decode", inst.mem, inst.mfix),
+                                  ("prefill", inst.mem_p, inst.mfix_p)):  # fmt: skip
+            m.add_constr(
+                mip.xsum(mem[c] / GiB * n[c] for c in row[j]) + fixed[j] / GiB * u[j]
+                <= inst.cap[j] / GiB, f"memory_{phase}_{j}",
+            )  # fmt: skip
     for j in (0, N - 1):
         m.add_constr(u[j] == 1, f"end_used_{j}")
 

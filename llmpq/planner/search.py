@@ -116,9 +116,9 @@ def linear_objective(inst: Instance, counts: np.ndarray, bits_per_layer: Sequenc
         if np.any((counts > 0) & ~np.isfinite(inst.lp)):
             return math.inf
         c = counts.astype(float)
-        mem = np.nansum(inst.mem * c, axis=1) + inst.mfix * used
-        if np.any(mem > inst.cap):
-            return math.inf
+        for mem, fixed in ((inst.mem, inst.mfix), (inst.mem_p, inst.mfix_p)):
+            if np.any(np.nansum(mem * c, axis=1) + fixed * used > inst.cap):
+                return math.inf
         t_p = np.nansum(inst.lp * c, axis=1) + inst.fp * used
         t_d = np.nansum(inst.ld * c, axis=1) + inst.fd * used
     cp, cd = inst.cp * used, inst.cd * used

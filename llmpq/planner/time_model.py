@@ -54,7 +54,9 @@ class StageCoefficients:
     prefill_send_ms: float  # outgoing transfer of one prefill micro-batch
     decode_send_ms: float  # outgoing transfer of one decode micro-batch
     layer_bytes: np.ndarray  # (K,) weights + KV cache of one layer (full context, whole batch)
-    fixed_bytes: int  # embeddings, head, reserve, the larger workspace (conservative)
+    fixed_bytes: int  # embeddings, head, reserve, decode workspace
+    prefill_layer_bytes: np.ndarray  # (K,) weights + KV cache at the prompt length
+    prefill_fixed_bytes: int  # embeddings, head, reserve, prefill workspace
     memory_bytes: int  # the device's budget
 
 
@@ -111,17 +113,18 @@ def stage_coefficients(
         problem.spec, list(allowed), w, micro_batch, is_first=is_first, is_last=is_last,
         device_type=device.type,
     )  # fmt: skip
-    kv_layer = problem.spec.layer_kv_bytes_per_token() * w.batch_size * w.max_context_len
-    layer_bytes = np.array(
-        [problem.spec.layer_weight_bytes(b) + kv_layer if b in allowed else np.nan for b in BITS]
-    )
-    fixed = (
-        mem.embedding_bytes + mem.head_bytes + mem.reserve_bytes
-        + max(mem.prefill_workspace_bytes, mem.decode_workspace_bytes)
-    )  # fmt: skip
+    kv_token = problem.spec.layer_kv_bytes_per_token() * w.batch_size
+
+    def per_layer(tokens: int) -> np.ndarray:
+        return np.array([problem.spec.layer_weight_bytes(b) + kv_token * tokens
+                         if b in allowed else np.nan for b in BITS])  # fmt: skip
+
+    static = mem.embedding_bytes + mem.head_bytes + mem.reserve_bytes
     return StageCoefficients(
         prefill, decode, float(prefill_fixed), np.asarray(decode_fixed, dtype=np.float64),
-        float(prefill_send), float(decode_send), layer_bytes, int(fixed), device.memory_bytes,
+        float(prefill_send), float(decode_send), per_layer(w.max_context_len),
+        int(static + mem.decode_workspace_bytes), per_layer(w.prompt_len),
+        int(static + mem.prefill_workspace_bytes), device.memory_bytes,
     )  # fmt: skip
 
 

@@ -58,7 +58,7 @@ def test_the_model_is_built_apart_from_the_solve_with_named_families(small_probl
     problem = small_problem(4, per_layer=True)
     model, v = build_model(instance_for(problem, problem.cluster.devices, MB))
     names = {c.name.rsplit("_", 1)[0] for c in model.constrs}
-    assert {"cover", "memory", "prefill_slot", "decode_slot", "decode_round", "assign",
+    assert {"cover", "memory_decode", "memory_prefill", "prefill_slot", "decode_slot", "decode_round", "assign",
             "in_order_0"} <= names | {c.name for c in model.constrs}  # fmt: skip
     assert model.num_solutions == 0  # not solved yet
     assert len(v.z) == 4 * 2 * 4  # layers × positions × bits
