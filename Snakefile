@@ -14,11 +14,24 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+include: "workflow/rules/inputs.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/profile.smk"
+include: "workflow/rules/roofline.smk"
+include: "workflow/rules/indicator.smk"
+include: "workflow/rules/plan.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/serve.smk"
+include: "workflow/rules/quality.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         rules.model_info.output.summary,
+        rules.report.output,
     default_target: True

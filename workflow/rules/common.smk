@@ -1,4 +1,134 @@
-# Paths derived from the config, shared by the rules. Keep this file small.
+# Shared by the rules: the config's names resolved to files, checked before any job runs, and the
+# lists of targets. Keep this file small: what a stage needs lives in that stage's .smk.
+import re
 
-# The checkpoint every rule uses: the user's local checkpoint, or the built-in default model.
-MODEL_DIR = config["model"]["checkpoint"] or f"{config['results']}/models/default"
+import yaml
+from snakemake.exceptions import WorkflowError
+
+from llmpq.cluster import Cluster
+from llmpq.errors import UserError
+from llmpq.workload import Workload
+
+RESULTS, LOGS = config["results"], config["logs"]
+METHODS = config["plan"]["methods"]
+
+
+def _stop(key, problem):
+    """Stop at parse time, before any job, naming the config key."""
+    raise WorkflowError(f"config key {key}: {problem}")
+
+
+def _checked_file(key, folder, name, schema, load):
+    """``<folder>/<name>.yaml``, validated by its JSON schema and then by llmpq (``load``)."""
+    folder = Path(folder)
+    if not folder.is_absolute() and not folder.is_dir():  # run elsewhere (--directory): the shipped files
+        folder = Path(workflow.basedir) / folder
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        _stop(key, f"{path} does not exist; add the file or fix the name")
+    data = yaml.safe_load(path.read_text())
+    try:
+        validate(data, f"../schemas/{schema}.schema.yaml", set_default=False)
+    except WorkflowError as err:
+        _stop(key, f"{path} fails the {schema} schema: {err}")
+    try:
+        return path, load(data, path.stem)
+    except UserError as err:
+        _stop(key, f"{path}: {err}")
+
+
+# ---------------------------------------------------------------- the model of the execution track
+MODEL_DIR = config["model"]["checkpoint"] or f"{RESULTS}/models/default"
+MODEL_NAME = Path(MODEL_DIR).name  # cost tables and indicators are filed under this name
+if config["model"]["checkpoint"] and not (Path(MODEL_DIR) / "config.json").is_file():
+    _stop(
+        "model.checkpoint",
+        f"{MODEL_DIR!r} is not a HF checkpoint directory (no config.json there); "
+        "give a local checkpoint or leave it empty for the built-in default model",
+    )
+
+# ---------------------------------------------------------------- clusters and workloads, by track
+EXEC = config["execution"]
+PLANNING = config["planning"]
+TRACK, CLUSTER_FILE, CLUSTER, WORKLOAD_OF = {}, {}, {}, {}
+WORKLOAD_FILE = {}
+for track, names, workload in (
+    ("execution", EXEC["clusters"], EXEC["workload"]),
+    ("planning", PLANNING["clusters"], PLANNING["workload"]),
+):
+    if names:
+        WORKLOAD_FILE[workload], _ = _checked_file(
+            f"{track}.workload", config["workloads_dir"], workload, "workload", Workload.from_dict
+        )
+    for name in names:
+        if name in TRACK:
+            _stop(f"{track}.clusters", f"{name} is on both tracks; keep it on one")
+        CLUSTER_FILE[name], CLUSTER[name] = _checked_file(
+            f"{track}.clusters", config["clusters_dir"], name, "cluster", Cluster.from_dict
+        )
+        TRACK[name], WORKLOAD_OF[name] = track, workload
+        if track == "planning" and name not in PLANNING["models"]:
+            _stop("planning.models", f"gives no model shape for cluster {name}; add `{name}: opt-30b` (say)")
+
+if config["plan"]["ppl_increase_pct"] and not EXEC["indicator"]["calibrate_plans"]:
+    _stop(
+        "plan.ppl_increase_pct",
+        "a perplexity target needs a calibrated indicator; "
+        "set execution.indicator.calibrate_plans (e.g. 16) or empty the list",
+    )
+
+
+def model_of(cluster):
+    """The name cost tables and indicators of the cluster's model are filed under."""
+    return MODEL_NAME if TRACK[cluster] == "execution" else PLANNING["models"][cluster]
+
+
+PLANNING_SHAPES = sorted({model_of(c) for c in PLANNING["clusters"]})
+
+
+def device_types(cluster):
+    return sorted(CLUSTER[cluster].type_counts())
+
+
+def _num(x):
+    return f"{x:g}"
+
+
+def variants(track):
+    """Plan file names: one per baseline, one per θ (and ε) of llmpq."""
+    out = []
+    for method in METHODS:
+        if method != "llmpq":
+            out.append(method)
+            continue
+        targets = [f"llmpq-theta{_num(t)}" for t in config["plan"]["theta"]]
+        if track == "execution":
+            targets += [f"llmpq-eps{_num(e)}" for e in config["plan"]["ppl_increase_pct"]]
+        out += targets or ["llmpq"]
+    return out
+
+
+def plan_keys(track=None):
+    """(cluster, workload, variant) of every plan, in config order."""
+    return [
+        (c, WORKLOAD_OF[c], v)
+        for c in TRACK
+        if track in (None, TRACK[c])
+        for v in variants(TRACK[c])
+    ]
+
+
+def per_plan(pattern, track=None):
+    return [pattern.format(cluster=c, workload=w, variant=v) for c, w, v in plan_keys(track)]
+
+
+def cost_tables(wildcards):
+    """The cost table of every device type of the cluster, for its model."""
+    model = model_of(wildcards.cluster)
+    return [f"{RESULTS}/costs/{t}/{model}.nc" for t in device_types(wildcards.cluster)]
+
+
+wildcard_constraints:
+    cluster="|".join(re.escape(c) for c in TRACK) or "NONE",
+    workload="[A-Za-z0-9_.-]+",
+    variant=r"[a-z]+(-(theta|eps)[0-9.e+-]+)?",

@@ -1,0 +1,71 @@
+# Input, parameter and resource functions of the rules, one section per stage (snakemake --lint
+# wants functions apart from rules). Names come from common.smk.
+
+# ---------------------------------------------------------------- profile
+PROFILED_TYPES = sorted({t for c in EXEC["clusters"] for t in device_types(c)})
+
+
+def slurm_gpu_model(device_type):
+    """The site's GPU model name of a catalog type (config: slurm_gpu_models)."""
+    default = device_type.lower().replace("-", "_")
+    return config["slurm_gpu_models"].get(device_type, default)
+
+
+# ---------------------------------------------------------------- roofline
+def measured_for_calibration(wildcards):
+    if not (PLANNING["roofline_calibrate"] and PROFILED_TYPES):
+        return []
+    return [f"{RESULTS}/costs/{PROFILED_TYPES[0]}/{MODEL_NAME}.nc"]
+
+
+# ---------------------------------------------------------------- indicator
+def indicator_model_input(wildcards):
+    return {"model": MODEL_DIR} if wildcards.model == MODEL_NAME else {}
+
+
+# ---------------------------------------------------------------- plan
+def quality_target(variant):
+    """``llmpq-theta1`` -> {"theta": 1.0}; ``llmpq-eps2`` -> {"ppl_increase_pct": 2.0}."""
+    if "-theta" in variant:
+        return {"theta": float(variant.split("-theta")[1])}
+    if "-eps" in variant:
+        return {"ppl_increase_pct": float(variant.split("-eps")[1])}
+    return {}
+
+
+def plan_inputs(wildcards):
+    c = wildcards.cluster
+    inputs = {
+        "cluster": CLUSTER_FILE[c],
+        "workload": WORKLOAD_FILE[WORKLOAD_OF[c]],
+        "indicator": f"{RESULTS}/indicator/{model_of(c)}.nc",
+        "costs": cost_tables(wildcards),
+    }
+    if TRACK[c] == "execution":
+        inputs["model"] = MODEL_DIR
+    return inputs
+
+
+# ---------------------------------------------------------------- serve
+def serve_gpus(wildcards):
+    c = CLUSTER[wildcards.cluster]
+    gpus = [d for d in c.devices if d.type.name != "cpu"]
+    return max((sum(d.host == h for d in gpus) for h in c.hosts), default=0)
+
+
+def serve_gpu_model(wildcards):
+    types = {d.type.name for d in CLUSTER[wildcards.cluster].devices} - {"cpu"}
+    return slurm_gpu_model(types.pop()) if len(types) == 1 else ""
+
+
+# ---------------------------------------------------------------- report
+def report_inputs(wildcards):
+    inputs = {
+        "plans": per_plan(rules.plan.output.plan),
+        "sims": per_plan(rules.simulate.output.sim),
+        "serves": per_plan(rules.serve.output.metrics, "execution"),
+        "quality": per_plan(rules.plan_perplexity.output.ppl, "execution"),
+    }
+    if EXEC["clusters"]:
+        inputs["reference"] = rules.reference_perplexity.output.ppl
+    return inputs
