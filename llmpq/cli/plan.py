@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="llmpq", help="llmpq | pipeedge | uniform | adabits")
     p.add_argument("--costs", default="results/costs", help="cost tables DIR/<type>/<model>.nc "
                    "(types without one use the roofline of their datasheet)")  # fmt: skip
-    p.add_argument("--indicator", help="ω file from llmpq indicator (default: variance for a "
+    p.add_argument("--indicator", help="ω file from llmpq indicator (default: hessian for a "
                    "checkpoint, analytic for a shape name)")  # fmt: skip
     quality = p.add_mutually_exclusive_group()
     quality.add_argument("--theta", type=float, help="ms of makespan one unit of Σω is worth")

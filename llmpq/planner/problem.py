@@ -13,8 +13,8 @@ Usage::
 Everything the planner and the simulator need to price a plan lives here, immutable. Costs come
 from ``<costs_dir>/<device type>/<model>.nc`` where a measured table exists, else from the
 roofline of the catalog's peaks (:meth:`llmpq.costmodel.CostModel.for_device`). ω comes from an
-indicator file, or — without one — the variance indicator for a checkpoint and the analytic one
-for a shape name (DESIGN.md). θ is in milliseconds of predicted makespan per unit of Σω.
+indicator file, or — without one — the Hessian indicator for a checkpoint (measured better than
+the variance one: :func:`default_indicator`) and the analytic one for a shape name. θ is in milliseconds of predicted makespan per unit of Σω.
 """
 
 from __future__ import annotations
@@ -114,11 +114,14 @@ def omega_matrix(omega: xr.DataArray, spec: ModelSpec) -> np.ndarray:
 
 
 def default_indicator(model: str | Path, spec: ModelSpec) -> xr.DataArray:
-    """The variance indicator for a checkpoint, the analytic one for a shape name."""
+    """The Hessian (diagonal Fisher) indicator for a checkpoint, the analytic one for a shape
+    name. Not the paper's variance indicator: on the default model the Fisher one ranks 40
+    random mixed plans by measured perplexity increase with Spearman 0.98 against 0.85, and its
+    ε-calibration predicts held-out plans within 17 % against 45 % (bench/indicator_quality.py)."""
     from llmpq import indicator
 
     if Path(model).is_dir():
-        return indicator.compute_indicator(model, "variance")
+        return indicator.compute_indicator(model, "hessian")
     return indicator.analytic_indicator(spec)
 
 

@@ -9,7 +9,8 @@ Usage::
     found.objective, found.bound, found.gap          # the gap is over the *whole* search
 
 How: one candidate per (order class, micro-batch choice) (:mod:`llmpq.planner.candidates`).
-Each gets a lower bound from the LP relaxation of its compact ILP (about a millisecond). The
+Each gets a lower bound from the LP relaxation of its compact ILP (a millisecond with HiGHS on
+the matrices of :mod:`llmpq.planner.relaxation`). The
 candidates are solved in order of their bounds; once the next bound is within the gap target
 of the incumbent, the rest cannot win and are pruned. With layer-specific ω a candidate is
 first solved in the relaxed compact form (a bound for every order of its class), and the exact
@@ -34,7 +35,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import mip
 import numpy as np
 
 from llmpq.cluster import ClusterDevice
@@ -52,7 +52,8 @@ from llmpq.planner.ilp import (
     warm_start,
 )
 from llmpq.planner.problem import BITS, PlanningProblem
-from llmpq.planner.time_model import evaluate_stages, stage_coefficients
+from llmpq.planner.relaxation import lp_bound
+from llmpq.planner.time_model import combine, evaluate_stages, phase_coefficients
 
 MAX_EXACT_ORDERS_PER_CLASS = 8
 FINALISTS = 4
@@ -93,18 +94,25 @@ class SearchResult:
 
 
 class _Coefficients:
-    """Memo of :func:`stage_coefficients` by (device, micro-batch, ends, next device)."""
+    """Memo of the per-phase coefficients by (device, phase, size, ends, next device)."""
 
     def __init__(self, problem: PlanningProblem) -> None:
         self.problem, self.memo = problem, {}
 
-    def __call__(self, device, mb, first, last, nxt):
-        key = (device.name, mb, first, last, nxt.name)
+    def phase(self, device, phase: str, size: int, first: bool, last: bool, nxt):
+        key = (device.name, phase, size, first, last, nxt.name)
         if key not in self.memo:
-            self.memo[key] = stage_coefficients(
-                self.problem, device, mb, is_first=first, is_last=last, next_device=nxt
+            self.memo[key] = phase_coefficients(
+                self.problem, device, phase, size, is_first=first, is_last=last, next_device=nxt
             )
         return self.memo[key]
+
+    def __call__(self, device, mb, first, last, nxt):
+        return combine(
+            self.phase(device, "prefill", mb.prefill_size, first, last, nxt),
+            self.phase(device, "decode", mb.decode_size, first, last, nxt),
+            device.memory_bytes,
+        )
 
 
 def linear_objective(inst: Instance, counts: np.ndarray, bits_per_layer: Sequence[int]) -> float:
@@ -143,15 +151,6 @@ def _quiet_stdout() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def _lp_bound(inst: Instance, options: SolverOptions) -> float:
-    model, _ = build_model(inst, options, relaxed_layers=True)
-    with _quiet_stdout():
-        status = model.optimize(relax=True)
-    if status != mip.OptimizationStatus.OPTIMAL:
-        return math.inf  # infeasible even fractionally
-    return float(model.objective_value)
 
 
 def _start_from_plan(
@@ -194,7 +193,7 @@ def search(
     bounds = []  # (lp bound, class index, choice index)
     for ci, members in enumerate(classes):
         for mi, mb in enumerate(choices):
-            lb = _lp_bound(instance_for(problem, members[0], mb, coef), options)
+            lb = lp_bound(instance_for(problem, members[0], mb, coef))
             if math.isfinite(lb):
                 bounds.append((lb, ci, mi))
     bounds.sort()

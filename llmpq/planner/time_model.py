@@ -73,6 +73,68 @@ def send_bytes(problem: PlanningProblem, batch: int, tokens: int, is_last: bool)
     return batch * tokens * problem.spec.hidden_bytes_per_token()
 
 
+@dataclass(frozen=True, eq=False)
+class PhaseCoefficients:
+    """One phase's share of :class:`StageCoefficients` (it depends on that phase's size only)."""
+
+    layer_ms: np.ndarray  # (K,) prefill; (K, steps) decode
+    fixed_ms: float | np.ndarray
+    send_ms: float
+    layer_bytes: np.ndarray
+    fixed_bytes: int
+
+
+def phase_coefficients(
+    problem: PlanningProblem, device: ClusterDevice, phase: str, size: int, *,
+    is_first: bool, is_last: bool, next_device: ClusterDevice,
+) -> PhaseCoefficients:  # fmt: skip
+    """Costs of one ``phase`` micro-batch of ``size`` sequences at this pipeline position."""
+    cm = problem.cost(device)
+    w = problem.workload
+    allowed = problem.allowed_bits(device)
+    if phase == "prefill":
+        seq, tokens, kv_tokens = w.prompt_len, w.prompt_len, w.prompt_len
+        layer = np.array([cm.prefill_layer_ms(b, size, seq) if b in allowed else np.nan
+                          for b in BITS])  # fmt: skip
+        mb = MicroBatch(size, w.batch_size, 1)
+    else:
+        seq, tokens, kv_tokens = decode_contexts(problem), 1, w.max_context_len
+        layer = np.stack(
+            [np.broadcast_to(cm.decode_layer_ms(b, size, seq), seq.shape) if b in allowed
+             else np.full(seq.shape, np.nan) for b in BITS]  # fmt: skip
+        ) if seq.size else np.zeros((len(BITS), 0))  # fmt: skip
+        mb = MicroBatch(1, size, -(-w.batch_size // size))
+    fixed = np.broadcast_to(cm.stage_overhead_ms(phase, size, seq), np.shape(seq)) * 1.0
+    if is_first:
+        fixed = fixed + cm.embed_ms(phase, size, seq)
+    if is_last:
+        fixed = fixed + cm.head_ms(phase, size, seq)
+    send = link_transfer_ms(
+        problem.cluster, device, next_device, send_bytes(problem, size, tokens, is_last),
+        problem.comm,
+    )  # fmt: skip
+    mem = stage_memory(
+        problem.spec, list(allowed), w, mb, is_first=is_first, is_last=is_last,
+        device_type=device.type,
+    )  # fmt: skip
+    kv = problem.spec.layer_kv_bytes_per_token() * w.batch_size * kv_tokens
+    layer_bytes = np.array(
+        [problem.spec.layer_weight_bytes(b) + kv if b in allowed else np.nan for b in BITS]
+    )
+    workspace = mem.prefill_workspace_bytes if phase == "prefill" else mem.decode_workspace_bytes
+    static = mem.embedding_bytes + mem.head_bytes + mem.reserve_bytes
+    fixed_ms = float(fixed) if phase == "prefill" else np.asarray(fixed, dtype=np.float64)
+    return PhaseCoefficients(layer, fixed_ms, float(send), layer_bytes, int(static + workspace))
+
+
+def combine(prefill: PhaseCoefficients, decode: PhaseCoefficients, memory_bytes: int):
+    return StageCoefficients(
+        prefill.layer_ms, decode.layer_ms, prefill.fixed_ms, decode.fixed_ms, prefill.send_ms,
+        decode.send_ms, decode.layer_bytes, decode.fixed_bytes, prefill.layer_bytes,
+        prefill.fixed_bytes, memory_bytes,
+    )  # fmt: skip
+
+
 def stage_coefficients(
     problem: PlanningProblem,
     device: ClusterDevice,
@@ -82,50 +144,12 @@ def stage_coefficients(
     is_last: bool,
     next_device: ClusterDevice,
 ) -> StageCoefficients:
-    cm = problem.cost(device)
-    w = problem.workload
-    bp, bd, s = micro_batch.prefill_size, micro_batch.decode_size, w.prompt_len
-    ctx = decode_contexts(problem)
-    allowed = problem.allowed_bits(device)
-    nan_steps = np.full(ctx.shape, np.nan)
-    prefill = np.array([cm.prefill_layer_ms(b, bp, s) if b in allowed else np.nan for b in BITS])
-    decode = np.stack(
-        [np.broadcast_to(cm.decode_layer_ms(b, bd, ctx), ctx.shape) if b in allowed else nan_steps
-         for b in BITS]  # fmt: skip
-    ) if ctx.size else np.zeros((len(BITS), 0))  # fmt: skip
-    prefill_fixed = cm.stage_overhead_ms("prefill", bp, s)
-    decode_fixed = np.broadcast_to(cm.stage_overhead_ms("decode", bd, ctx), ctx.shape) * 1.0
-    if is_first:
-        prefill_fixed += cm.embed_ms("prefill", bp, s)
-        decode_fixed = decode_fixed + cm.embed_ms("decode", bd, ctx)
-    if is_last:
-        prefill_fixed += cm.head_ms("prefill", bp, s)
-        decode_fixed = decode_fixed + cm.head_ms("decode", bd, ctx)
-    comm = problem.comm
-    cluster = problem.cluster
-    prefill_send = link_transfer_ms(
-        cluster, device, next_device, send_bytes(problem, bp, s, is_last), comm
+    where = {"is_first": is_first, "is_last": is_last, "next_device": next_device}
+    return combine(
+        phase_coefficients(problem, device, "prefill", micro_batch.prefill_size, **where),
+        phase_coefficients(problem, device, "decode", micro_batch.decode_size, **where),
+        device.memory_bytes,
     )
-    decode_send = link_transfer_ms(
-        cluster, device, next_device, send_bytes(problem, bd, 1, is_last), comm
-    )
-    mem = stage_memory(
-        problem.spec, list(allowed), w, micro_batch, is_first=is_first, is_last=is_last,
-        device_type=device.type,
-    )  # fmt: skip
-    kv_token = problem.spec.layer_kv_bytes_per_token() * w.batch_size
-
-    def per_layer(tokens: int) -> np.ndarray:
-        return np.array([problem.spec.layer_weight_bytes(b) + kv_token * tokens
-                         if b in allowed else np.nan for b in BITS])  # fmt: skip
-
-    static = mem.embedding_bytes + mem.head_bytes + mem.reserve_bytes
-    return StageCoefficients(
-        prefill, decode, float(prefill_fixed), np.asarray(decode_fixed, dtype=np.float64),
-        float(prefill_send), float(decode_send), per_layer(w.max_context_len),
-        int(static + mem.decode_workspace_bytes), per_layer(w.prompt_len),
-        int(static + mem.prefill_workspace_bytes), device.memory_bytes,
-    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- the pipeline formulas
