@@ -226,10 +226,8 @@ def search(
         sol = solve(model, v, inst, options, time_limit_s=remaining)
         solved += 1
         if not sol.found:
-            if sol.status not in ("INFEASIBLE", "INT_INFEASIBLE", "NO_SOLUTION_FOUND"):
-                open_bounds.append(lb)
-            elif sol.status == "NO_SOLUTION_FOUND":
-                open_bounds.append(lb)
+            if sol.status not in ("INFEASIBLE", "INT_INFEASIBLE"):
+                open_bounds.append(lb)  # stopped without a solution: its bound stays open
             continue
         if not inst.per_layer:
             open_bounds.append(sol.bound)
