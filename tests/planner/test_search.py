@@ -112,3 +112,12 @@ def test_bad_quality_targets() -> None:
         _paper_problem("03", "opt-30b", theta=-1.0)
     with pytest.raises(UserError, match="method"):
         make_plan(_paper_problem("03", "opt-30b", theta=1.0), "magic")
+
+
+def test_highs_when_installed_finds_the_same_plan() -> None:
+    pytest.importorskip("highspy", reason="HiGHS is optional: pip install 'mip[highs]'")
+    problem = _paper_problem("03", "opt-30b", theta=100.0)
+    cbc = make_plan(problem, "llmpq", SolverOptions("CBC", gap=1e-4))
+    highs = make_plan(problem, "llmpq", SolverOptions("HiGHS", gap=1e-4))
+    assert highs.solver.name == "HIGHS" and highs.solver.status == "OPTIMAL"
+    assert highs.solver.objective == pytest.approx(cbc.solver.objective, rel=2e-4)
