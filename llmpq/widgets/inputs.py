@@ -88,8 +88,9 @@ class ProblemInputs:
             description="cluster file", continuous_update=False, layout=W.Layout(width="420px"),
         )  # fmt: skip
         self.source = W.ToggleButtons(
-            options=[("devices from the catalog", CATALOG_SOURCE), ("cluster file", FILE_SOURCE)],
+            options=[("catalog devices", CATALOG_SOURCE), ("cluster file", FILE_SOURCE)],
             value=FILE_SOURCE if cluster else CATALOG_SOURCE,
+            style={"button_width": "auto"},
         )
         self.model = W.Combobox(
             value=str(model), options=model_choices(models_dir), ensure_option=False,

@@ -69,6 +69,7 @@ class PlanExplorer:
         self.target = W.ToggleButtons(
             options=[("θ (speed vs quality)", THETA_SOURCE), ("quality budget Σω", BUDGET_SOURCE)],
             value=BUDGET_SOURCE if quality_budget is not None else THETA_SOURCE,
+            style={"button_width": "auto"},
         )
         self.theta = W.FloatLogSlider(
             value=max(theta, 1e-3), base=10, min=-3, max=4, step=0.1, description="θ",
