@@ -165,9 +165,10 @@ class Plan:
                 f"{self.predicted.makespan_s:.3g} s"
             )
         if self.quality and self.quality.sum_omega is not None:
-            target = (f"budget {self.quality.budget:.4g}" if self.quality.budget is not None
-                      else f"θ {self.quality.theta:.4g}")  # fmt: skip
-            caption += f"; {target}, Σω {self.quality.sum_omega:.4g}"
+            q = self.quality
+            target = (f"budget {q.budget:.4g}, " if q.budget is not None
+                      else f"θ {q.theta:.4g}, " if q.theta is not None else "")  # fmt: skip
+            caption += f"; {target}Σω {q.sum_omega:.4g}"
         if self.solver:
             caption += f"; solver {self.solver.name} {self.solver.status}"
         rows = [

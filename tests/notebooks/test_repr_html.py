@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from llmpq.cluster import load_cluster
 from llmpq.costmodel import CostModel
 from llmpq.html import html_table, runs
 from llmpq.models.spec import model_spec
-from llmpq.plan import MicroBatch, Plan, Stage
+from llmpq.plan import MicroBatch, Plan, QualityTarget, Stage
 from llmpq.workload import Workload
 
 
@@ -35,6 +37,9 @@ def test_plan_repr() -> None:
     assert (
         "[0, 6)" in html and "4×6" in html and "8×6" in html and "uniform plan of opt-125m" in html
     )
+    with_sum = replace(plan, quality=QualityTarget(sum_omega=1.5))  # no θ, no budget
+    assert "Σω 1.5" in with_sum._repr_html_()
+    assert "budget 2, Σω 1.5" in replace(plan, quality=QualityTarget(None, 2.0, 1.5))._repr_html_()
 
 
 def test_cost_model_repr() -> None:
