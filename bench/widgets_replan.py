@@ -11,8 +11,8 @@ preset trained into a temp dir), and a 4-GPU catalog cluster (2×T4 + 2×V100-16
 shape (``llama-2-13b``, paper workload). Each explorer is built once (its problem is then
 cached, as in a notebook); then θ is moved through a fixed cycle of values and every re-plan is
 timed end to end as the widget does it (llmpq's plan, the cached baselines, the figure and the
-table). Prints the first build, the median and the max re-plan, and the share spent in
-``make_plan``.
+table). Prints the first build (for a checkpoint it includes the variance indicator's pass over
+calibration text), the median and the max re-plan, and the share spent in ``make_plan``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from llmpq.planner import SolverOptions, make_plan
 from llmpq.widgets import PlanExplorer
@@ -56,6 +58,12 @@ def measure(name: str, explorer_args: dict, options: SolverOptions, repeats: int
         make_plan(problem, "llmpq", options)  # the planner alone, same inputs
         planner.append(time.perf_counter() - clock)
     plan = explorer.plan
+    best_baseline = max((b.predicted.tokens_per_s for b in explorer.baselines.values()
+                         if not isinstance(b, str)), default=float("nan"))  # fmt: skip
+    print(
+        f"{name}: last plan {plan.solver.status} (gap {plan.solver.gap or 0:.1%}), "
+        f"{plan.predicted.tokens_per_s:.1f} tokens/s; best baseline {best_baseline:.1f} tokens/s"
+    )
     print(
         f"{name}: {plan.model_shape.num_layers} layers on {len(problem.cluster.devices)} devices; "
         f"first build {build_s:.2f} s; re-plan median {statistics.median(totals):.3f} s, "
@@ -69,9 +77,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--time-limit", type=float, default=2.0, help="SolverOptions.time_limit_s")
     parser.add_argument("--gap", type=float, default=0.05, help="SolverOptions.gap")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: tiny shapes run fastest, and a busy 2-core box "
+                             "makes two threads crawl in the checkpoint's indicator pass)")  # fmt: skip
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     options = SolverOptions(time_limit_s=args.time_limit, gap=args.gap)
-    print(f"solver: time_limit_s={args.time_limit}, gap={args.gap}")
+    print(f"solver: time_limit_s={args.time_limit}, gap={args.gap}; torch threads {args.threads}")
     with tempfile.TemporaryDirectory() as tmp:
         measure(
             "cpu-hetero",
