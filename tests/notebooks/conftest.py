@@ -3,6 +3,7 @@
 ``notebook_env`` (session): the variables the notebooks' parameters cell reads —
 ``LLMPQ_NB_MODEL`` (the ``tiny_default`` checkpoint), ``LLMPQ_NB_RESULTS`` (a temp dir) — and
 one torch thread (tiny shapes run fastest on one, and the CI box has two busy cores).
+Test modules that need the ``notebooks`` extra skip themselves (``notebook_paths.NEEDS_EXTRA``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("ipywidgets", reason='needs the notebooks extra: pip install -e ".[notebooks]"')
-
-REPO = Path(__file__).resolve().parents[2]
-NOTEBOOKS = REPO / "notebooks"
 
 
 @pytest.fixture(scope="session")

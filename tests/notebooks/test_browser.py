@@ -25,7 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import NOTEBOOKS, REPO
+from notebook_paths import NEEDS_EXTRA, NOTEBOOKS, REPO
+
+pytest.importorskip("jupyterlab", reason=NEEDS_EXTRA)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

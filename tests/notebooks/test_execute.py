@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 
-import nbformat
 import pytest
-from conftest import NOTEBOOKS, REPO
+from notebook_paths import NEEDS_EXTRA, NOTEBOOKS, REPO
 
-nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat", reason=NEEDS_EXTRA)
+nbclient = pytest.importorskip("nbclient", reason=NEEDS_EXTRA)
+pytest.importorskip("ipykernel", reason=NEEDS_EXTRA)
+pytest.importorskip("ipywidgets", reason=NEEDS_EXTRA)
 
 NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT_S = 120

@@ -7,6 +7,11 @@ import json
 
 import pytest
 from matplotlib.colors import to_hex
+from notebook_paths import NEEDS_EXTRA
+
+pytest.importorskip("ipywidgets", reason=NEEDS_EXTRA)
+
+# ruff: noqa: E402  (the skip must come before the widgets import ipywidgets)
 
 from llmpq.cluster import Cluster
 from llmpq.plan import Plan
