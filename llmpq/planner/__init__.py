@@ -24,13 +24,14 @@ from llmpq.errors import UserError
 from llmpq.plan import Plan, Prediction, QualityTarget, SolverReport, Stage
 from llmpq.planner.ilp import DEFAULT_SOLVER, SolverOptions
 from llmpq.planner.problem import PlanningProblem, planning_problem
-from llmpq.planner.search import Incumbent, search
+from llmpq.planner.search import CoefficientCache, Incumbent, search
 from llmpq.planner.time_model import Evaluation, evaluate_stages
 
 METHODS = ("llmpq", "pipeedge", "uniform", "adabits")
 
 __all__ = [
     "METHODS",
+    "CoefficientCache",
     "Evaluation",
     "PlanningProblem",
     "SolverOptions",
@@ -75,9 +76,14 @@ def plan_from_incumbent(
 
 
 def make_plan(
-    problem: PlanningProblem, method: str = "llmpq", options: SolverOptions = DEFAULT_SOLVER
+    problem: PlanningProblem,
+    method: str = "llmpq",
+    options: SolverOptions = DEFAULT_SOLVER,
+    cache: CoefficientCache | None = None,
 ) -> Plan:
-    """Plan with ``method``; llmpq's search starts from the baselines that meet the target."""
+    """Plan with ``method``; llmpq's search starts from the baselines that meet the target.
+    ``cache`` (a :class:`CoefficientCache` of the problem) makes re-planning under another θ or
+    budget cheaper."""
     from llmpq.planner import baselines
 
     if method not in METHODS:
@@ -99,7 +105,7 @@ def make_plan(
             starts.append(plan_from_incumbent(problem, found, name, SolverReport(name, "start")))
         except UserError:
             pass
-    result = search(problem, options, starts=starts)
+    result = search(problem, options, starts=starts, cache=cache)
     report = SolverReport(
         options.name.upper(), result.status, result.objective, result.bound, result.gap,
         time.perf_counter() - clock,

@@ -22,8 +22,16 @@ from scipy.optimize import linprog
 
 from llmpq.planner.ilp import GiB, Instance
 
+PARTS = ("both", "prefill", "decode")
 
-def lp_bound(inst: Instance) -> float:
+
+def lp_bound(inst: Instance, part: str = "both") -> float:
+    """The LP optimum; ``part`` "prefill" keeps only the prefill terms and rows, "decode" the
+    decode ones and the quality term: their two optima add up to a (weaker) bound on the whole,
+    and each depends on one micro-batch size only, so the search pays for far fewer LPs."""
+    if part not in PARTS:
+        raise ValueError(part)
+    pre, dec = part != "decode", part != "prefill"
     N, L = inst.num_positions, inst.num_layers
     K = inst.lp.shape[1]
     cells = [(j, k) for j in range(N) for k in range(K) if inst.allowed(j, k)]
@@ -79,48 +87,54 @@ def lp_bound(inst: Instance) -> float:
         r[iu + j] = 1.0
         rows.append(r)
         rhs.append(0.0)
-        for mem, fixed in ((inst.mem, inst.mfix), (inst.mem_p, inst.mfix_p)):
+        phases = ((inst.mem, inst.mfix, dec), (inst.mem_p, inst.mfix_p, pre))
+        for mem, fixed, _ in (x for x in phases if x[2]):
             r = row()
             r[:nc][mine] = mem[j, ck[mine]] / GiB
             r[iu + j] = fixed[j] / GiB
             rows.append(r)
             rhs.append(inst.cap[j] / GiB)
-        r = row()  # P ≥ t_p[j]
-        r[:nc][mine] = lp[mine]
-        r[iu + j] = inst.fp[j]
-        r[iP] = -1.0
-        rows.append(r)
-        rhs.append(0.0)
-        r = row()  # P ≥ cp[j] u[j]
-        r[iu + j] = inst.cp[j]
-        r[iP] = -1.0
-        rows.append(r)
-        rhs.append(0.0)
-        r = row()  # D ≥ m_d t_d[j]
-        r[:nc][mine] = inst.m_d * ld[mine]
-        r[iu + j] = inst.m_d * inst.fd[j]
-        r[iD] = -1.0
-        rows.append(r)
-        rhs.append(0.0)
-        r = row()  # D ≥ m_d S cd[j] u[j]
-        r[iu + j] = inst.m_d * inst.steps * inst.cd[j]
-        r[iD] = -1.0
-        rows.append(r)
-        rhs.append(0.0)
+        if pre:
+            r = row()  # P ≥ t_p[j]
+            r[:nc][mine] = lp[mine]
+            r[iu + j] = inst.fp[j]
+            r[iP] = -1.0
+            rows.append(r)
+            rhs.append(0.0)
+            r = row()  # P ≥ cp[j] u[j]
+            r[iu + j] = inst.cp[j]
+            r[iP] = -1.0
+            rows.append(r)
+            rhs.append(0.0)
+        if dec:
+            r = row()  # D ≥ m_d t_d[j]
+            r[:nc][mine] = inst.m_d * ld[mine]
+            r[iu + j] = inst.m_d * inst.fd[j]
+            r[iD] = -1.0
+            rows.append(r)
+            rhs.append(0.0)
+            r = row()  # D ≥ m_d S cd[j] u[j]
+            r[iu + j] = inst.m_d * inst.steps * inst.cd[j]
+            r[iD] = -1.0
+            rows.append(r)
+            rhs.append(0.0)
         round_trip[:nc][mine] = ld[mine]
         round_trip[iu + j] = inst.fd[j] + inst.steps * inst.cd[j]
-    rows.append(round_trip)
-    rhs.append(0.0)
+    if dec:
+        rows.append(round_trip)
+        rhs.append(0.0)
     if inst.budget is not None:
         rows.append(quality)
         rhs.append(inst.budget)
 
     c = row()
-    c[:nc] = lp
-    c[iu : iu + N] = inst.fp + inst.cp
-    c[iP] = inst.m_p - 1
-    c[iD] = 1.0
-    c += inst.theta * quality
+    if pre:
+        c[:nc] = lp
+        c[iu : iu + N] = inst.fp + inst.cp
+        c[iP] = inst.m_p - 1
+    if dec:
+        c[iD] = 1.0
+        c += inst.theta * quality
     bounds = [(0, L)] * nc + [(0, 1)] * N + [(0, None), (0, None)] + [(0, 1)] * ny
     for j in {0, N - 1}:
         bounds[iu + j] = (1, 1)

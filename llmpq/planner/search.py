@@ -9,10 +9,15 @@ Usage::
     found.objective, found.bound, found.gap          # the gap is over the *whole* search
 
 How: one candidate per (order class, micro-batch choice) (:mod:`llmpq.planner.candidates`).
-Each gets a lower bound from the LP relaxation of its compact ILP (a millisecond with HiGHS on
-the matrices of :mod:`llmpq.planner.relaxation`). The
-candidates are solved in order of their bounds; once the next bound is within the gap target
-of the incumbent, the rest cannot win and are pruned. With layer-specific ω a candidate is
+Each gets a lower bound: the sum of two LP relaxations of its compact ILP, one with only the
+prefill terms (depends on the prefill size) and one with only the decode terms and the quality
+term (depends on the decode choice), so an order class costs one LP per prefill size plus one
+per decode choice rather than one per pair (HiGHS on the matrices of
+:mod:`llmpq.planner.relaxation`, about a millisecond each). The candidates are taken in order
+of these bounds; each is bounded again by its joint LP, and solved only if that can still beat
+the incumbent; once the next bound is within the gap target of the incumbent, the rest cannot
+win and are pruned. A time limit is checked while bounding too: classes never bounded count
+with the trivial bound 0, so the reported gap stays honest. With layer-specific ω a candidate is
 first solved in the relaxed compact form (a bound for every order of its class), and the exact
 layer assignment is solved for the class's orders only while that bound can still beat the
 incumbent. The global bound is the least of the pruned candidates' LP bounds and the solved
@@ -93,11 +98,18 @@ class SearchResult:
     finalists: tuple[Incumbent, ...] = field(default=())
 
 
-class _Coefficients:
-    """Memo of the per-phase coefficients by (device, phase, size, ends, next device)."""
+class CoefficientCache:
+    """Memo of the per-phase coefficients by (device, phase, size, ends, next device). They do
+    not depend on the quality target, so one cache serves every θ or budget of a problem
+    (:meth:`PlanningProblem.with_quality`) — what an interactive θ slider needs."""
 
     def __init__(self, problem: PlanningProblem) -> None:
         self.problem, self.memo = problem, {}
+
+    def serves(self, problem: PlanningProblem) -> bool:
+        a, b = self.problem, problem
+        return a is b or (a.spec == b.spec and a.cluster == b.cluster and a.workload == b.workload
+                          and a.comm == b.comm and dict(a.costs) == dict(b.costs))  # fmt: skip
 
     def phase(self, device, phase: str, size: int, first: bool, last: bool, nxt):
         key = (device.name, phase, size, first, last, nxt.name)
@@ -171,11 +183,12 @@ def search(
     starts: Sequence[Plan] = (),
     orders: Sequence[tuple[ClusterDevice, ...]] | None = None,
     choices: Sequence[MicroBatch] | None = None,
+    cache: CoefficientCache | None = None,
 ) -> SearchResult:
     """Best plan over orders × micro-batches (see the module docstring)."""
     clock = time.perf_counter()
     deadline = clock + options.time_limit_s
-    coef = _Coefficients(problem)
+    coef = cache if cache is not None and cache.serves(problem) else CoefficientCache(problem)
     orders = list(orders) if orders is not None else device_orders(problem.cluster)
     classes = order_classes(problem.cluster, orders, problem.comm)
     choices = list(choices) if choices is not None else micro_batches(
@@ -190,35 +203,53 @@ def search(
         if math.isfinite(value):
             pool.append(Incumbent(order, mb, counts, bits, value, plan.method))
 
-    bounds = []  # (lp bound, class index, choice index)
+    # Bounds by phase: one LP per (class, prefill size) and per (class, decode choice); their
+    # sums bound every (class, micro-batch) candidate at a fraction of the joint LPs' cost.
+    prefill_sizes = sorted({c.prefill_size for c in choices})
+    decode_choices = sorted({(c.decode_size, c.decode_count) for c in choices})
+    candidates = []  # (bound, class index, choice index)
+    timed_out = False
     for ci, members in enumerate(classes):
+        if time.perf_counter() > deadline:
+            timed_out = True
+            break
+        first_pre, first_dec = prefill_sizes[0], decode_choices[0]
+        pre = {p: lp_bound(instance_for(problem, members[0], MicroBatch(p, *first_dec), coef),
+                           "prefill") for p in prefill_sizes}  # fmt: skip
+        dec = {d: lp_bound(instance_for(problem, members[0], MicroBatch(first_pre, *d), coef),
+                           "decode") for d in decode_choices}  # fmt: skip
         for mi, mb in enumerate(choices):
-            lb = lp_bound(instance_for(problem, members[0], mb, coef))
+            lb = pre[mb.prefill_size] + dec[(mb.decode_size, mb.decode_count)]
             if math.isfinite(lb):
-                bounds.append((lb, ci, mi))
-    bounds.sort()
-    if not bounds and not pool:
+                candidates.append((lb, ci, mi))
+    candidates.sort()
+    if not candidates and not pool and not timed_out:
         raise _infeasible(problem, coef, orders, choices)
 
     def best_value() -> float:
         return min((p.objective for p in pool), default=math.inf)
 
-    open_bounds: list[float] = []  # bounds of what was not closed
+    open_bounds: list[float] = [0.0] if timed_out else []  # 0: classes never bounded
     solved = pruned = 0
-    timed_out = False
-    for pos, (lb, ci, mi) in enumerate(bounds):
+    for pos, (lb, ci, mi) in enumerate(candidates):
         incumbent = best_value()
         if lb >= incumbent * (1 - options.gap):
-            pruned = len(bounds) - pos
+            pruned = len(candidates) - pos
             open_bounds.append(lb)
             break
         remaining = deadline - time.perf_counter()
         if remaining <= 0.05:
             timed_out = True
-            open_bounds += [b for b, _, _ in bounds[pos:]]
+            open_bounds.append(lb)  # the least bound of what is left
             break
         members, mb = classes[ci], choices[mi]
         inst = instance_for(problem, members[0], mb, coef)
+        joint = lp_bound(inst)
+        if not math.isfinite(joint):
+            continue  # infeasible
+        if joint >= incumbent * (1 - options.gap):
+            open_bounds.append(joint)
+            continue
         model, v = build_model(inst, options, relaxed_layers=True)
         best = min(pool, key=lambda p: p.objective) if pool else None
         if best is not None and best.micro_batch == mb and best.order == members[0]:
@@ -227,7 +258,7 @@ def search(
         solved += 1
         if not sol.found:
             if sol.status not in ("INFEASIBLE", "INT_INFEASIBLE"):
-                open_bounds.append(lb)  # stopped without a solution: its bound stays open
+                open_bounds.append(joint)  # stopped without a solution: its bound stays open
             continue
         if not inst.per_layer:
             open_bounds.append(sol.bound)
@@ -238,6 +269,11 @@ def search(
         _solve_exact_members(problem, options, coef, members, mb, sol, pool, open_bounds, deadline)
 
     if not pool:
+        if timed_out:
+            raise UserError(
+                "time limit", f"{options.time_limit_s} s", "raise it (--time-limit)",
+                problem="ended before any plan was found",
+            )  # fmt: skip
         raise _infeasible(problem, coef, orders, choices)
     incumbent = best_value()
     bound = min(open_bounds + [incumbent])
@@ -247,7 +283,7 @@ def search(
     status = "FEASIBLE" if timed_out or gap > options.gap + 1e-9 else "OPTIMAL"
     return SearchResult(
         best, incumbent, bound, gap, status, time.perf_counter() - clock,
-        len(bounds), solved, pruned, tuple(finalists),
+        len(candidates), solved, pruned, tuple(finalists),
     )  # fmt: skip
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import ipywidgets as W
 
 from llmpq.plan import Plan
-from llmpq.planner import PlanningProblem, SolverOptions, make_plan
+from llmpq.planner import CoefficientCache, PlanningProblem, SolverOptions, make_plan
 from llmpq.widgets.drawing import error_message, run_guarded, show
 from llmpq.widgets.inputs import ProblemInputs
 from llmpq.widgets.pipeline import pipeline_figure
@@ -85,6 +85,7 @@ class PlanExplorer:
         self.seconds = 0.0
         self.replans = 0
         self._baseline_cache: dict[int, dict[str, Plan | str]] = {}
+        self._coefficients: CoefficientCache | None = None  # reused while only θ/budget moves
         self.inputs.observe(self.replan)
         for control in (self.target, self.theta, self.budget):
             control.observe(lambda _: self.replan(), names="value")
@@ -109,8 +110,11 @@ class PlanExplorer:
         problem, self.error = run_guarded(self.out, self._target_problem)
         self.problem = problem
         if problem is not None:
+            if self._coefficients is None or not self._coefficients.serves(problem):
+                self._coefficients = CoefficientCache(problem)
+            cache = self._coefficients
             self.plan, self.error = run_guarded(
-                self.out, lambda: make_plan(problem, "llmpq", self.options)
+                self.out, lambda: make_plan(problem, "llmpq", self.options, cache)
             )
         if self.plan is not None:
             key = id(self.inputs.problem())

@@ -28,3 +28,11 @@ def test_an_infeasible_lp_is_an_infinite_bound(small_problem) -> None:
     assert lp_bound(instance_for(problem, problem.cluster.devices, MicroBatch(8, 8, 1))) == float(
         "inf"
     )
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_the_two_phase_bounds_add_up_to_at_most_the_joint_bound(small_problem, per_layer) -> None:
+    problem = small_problem(6, per_layer=per_layer, memory_GiB=1.0, theta=20.0)
+    inst = instance_for(problem, problem.cluster.devices, MicroBatch(2, 4, 2))
+    split = lp_bound(inst, "prefill") + lp_bound(inst, "decode")
+    assert 0 < split <= lp_bound(inst) * (1 + 1e-9)

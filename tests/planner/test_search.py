@@ -121,3 +121,26 @@ def test_highs_when_installed_finds_the_same_plan() -> None:
     highs = make_plan(problem, "llmpq", SolverOptions("HiGHS", gap=1e-4))
     assert highs.solver.name == "HIGHS" and highs.solver.status == "OPTIMAL"
     assert highs.solver.objective == pytest.approx(cbc.solver.objective, rel=2e-4)
+
+
+def test_a_short_time_limit_keeps_the_start_and_reports_an_honest_gap() -> None:
+    problem = _paper_problem("07", "bloom-176b", theta=0.0)
+    plan = make_plan(problem, "llmpq", SolverOptions(time_limit_s=0.01))
+    assert plan.solver.status == "FEASIBLE" and plan.solver.gap > 0.002
+    assert plan.solver.bound <= plan.solver.objective
+    from llmpq.planner.search import search
+
+    with pytest.raises(UserError, match="time limit .* ended before any plan was found"):
+        search(problem, SolverOptions(time_limit_s=0.001))  # no baseline starts to fall back on
+
+
+def test_a_cache_serves_every_theta_and_changes_nothing() -> None:
+    from llmpq.planner import CoefficientCache
+
+    base = _paper_problem("03", "opt-30b", theta=0.0)
+    cache = CoefficientCache(base)
+    for theta in (0.0, 100.0, 10000.0):
+        problem = base.with_quality(theta=theta)
+        cached, fresh = make_plan(problem, "llmpq", cache=cache), make_plan(problem, "llmpq")
+        assert cached.stages == fresh.stages and cached.micro_batch == fresh.micro_batch
+    assert cache.memo  # filled once, reused
