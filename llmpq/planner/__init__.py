@@ -99,9 +99,10 @@ def make_plan(
         )  # fmt: skip
         return plan_from_incumbent(problem, found, method, report)
     starts = []
-    for name in ("pipeedge", "uniform"):
+    for name in ("pipeedge", "uniform", "adabits"):  # inside the search space: never worse
         try:
-            found = getattr(baselines, name)(problem)
+            found = (baselines.adabits(problem, options) if name == "adabits"
+                     else getattr(baselines, name)(problem))  # fmt: skip
             starts.append(plan_from_incumbent(problem, found, name, SolverReport(name, "start")))
         except UserError:
             pass
