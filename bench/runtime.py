@@ -23,8 +23,7 @@ the same model, batch and lengths, in this one process:
    bandwidth is measured here, in this process, as the best of several ``sum()`` passes over a
    1 GiB bf16 tensor with ``--threads``. Reported for 16-bit and 8-bit plans.
 4. ``cpu_hetero``: measured vs simulator-predicted tokens/s of the llmpq, PipeEdge and Uniform
-   plans on ``config/clusters/cpu_hetero.yaml`` (:func:`cpu_hetero_section`; skipped with a
-   note until ``llmpq.planner`` and ``llmpq.simulator`` provide what it needs).
+   plans on ``config/clusters/cpu_hetero_300m.yaml`` (:func:`cpu_hetero_section`).
 """
 
 from __future__ import annotations
@@ -133,59 +132,103 @@ def main_sections(args) -> dict:
         w = Workload(B, T, G)
         prompts = synthetic_prompts(B, T, VOCAB, seed=0)
 
-        threads = args.threads
-        one = serve_run(model_dir, plan_of(model_dir, [(0, L)], 16, (B, B, 1), w), prompts,
-                        tmp / "one", G, threads)  # fmt: skip
-        torch.set_num_threads(threads)
-        hf = hf_generate_tokens_per_s(model_dir, prompts, G)
-        results["one_stage_vs_hf_generate"] = one.tokens_per_s / hf
-        results["one_stage"] = one.to_dict()["measured"]
-        results["hf_generate_tokens_per_s"] = hf
-        print(f"1. one stage {one.tokens_per_s:.2f} tok/s vs HF generate {hf:.2f} tok/s: "
-              f"{one.tokens_per_s / hf:.2f}x  (batch {B}, prompt {T}, gen {G})")  # fmt: skip
+        if not args.skip_basics:
+            threads = args.threads
+            one = serve_run(model_dir, plan_of(model_dir, [(0, L)], 16, (B, B, 1), w), prompts,
+                            tmp / "one", G, threads)  # fmt: skip
+            torch.set_num_threads(threads)
+            hf = hf_generate_tokens_per_s(model_dir, prompts, G)
+            results["one_stage_vs_hf_generate"] = one.tokens_per_s / hf
+            results["one_stage"] = one.to_dict()["measured"]
+            results["hf_generate_tokens_per_s"] = hf
+            print(f"1. one stage {one.tokens_per_s:.2f} tok/s vs HF generate {hf:.2f} tok/s: "
+                  f"{one.tokens_per_s / hf:.2f}x  (batch {B}, prompt {T}, gen {G})")  # fmt: skip
 
-        half = max(1, B // 2)
-        two_plan = plan_of(model_dir, [(0, L // 2), (L // 2, L)], 16, (half, half, 2), w)
-        two = serve_run(model_dir, two_plan, prompts, tmp / "two", G, max(1, threads // 2))
-        results["two_stage_vs_one_stage"] = two.tokens_per_s / one.tokens_per_s
-        results["two_stage"] = two.to_dict()["measured"] | {
-            "busy_fraction": [s["busy_fraction"] for s in two.stages]}  # fmt: skip
-        print(f"2. two stages {two.tokens_per_s:.2f} tok/s vs one {one.tokens_per_s:.2f}: "
-              f"{two.tokens_per_s / one.tokens_per_s:.2f}x (stage busy "
-              f"{[round(s['busy_fraction'], 2) for s in two.stages]})")  # fmt: skip
+            half = max(1, B // 2)
+            two_plan = plan_of(model_dir, [(0, L // 2), (L // 2, L)], 16, (half, half, 2), w)
+            two = serve_run(model_dir, two_plan, prompts, tmp / "two", G, max(1, threads // 2))
+            results["two_stage_vs_one_stage"] = two.tokens_per_s / one.tokens_per_s
+            results["two_stage"] = two.to_dict()["measured"] | {
+                "busy_fraction": [s["busy_fraction"] for s in two.stages]}  # fmt: skip
+            print(f"2. two stages {two.tokens_per_s:.2f} tok/s vs one {one.tokens_per_s:.2f}: "
+                  f"{two.tokens_per_s / one.tokens_per_s:.2f}x (stage busy "
+                  f"{[round(s['busy_fraction'], 2) for s in two.stages]})")  # fmt: skip
 
-        bandwidth = measure_bandwidth_GBps()  # with ``threads`` threads, as the decode run
-        results["bandwidth_GBps"] = bandwidth
-        decode = {}
-        D = args.decode_gen_len
-        for bits in (16, 8):
-            p1 = synthetic_prompts(1, 16, VOCAB, seed=1)
-            m = serve_run(model_dir, plan_of(model_dir, [(0, L)], bits, (1, 1, 1),
-                                             Workload(1, 16, D)), p1, tmp / f"d{bits}", D, threads)  # fmt: skip
-            tps = (D - 1) / m.decode_s
-            roof = bandwidth * 1e9 / decode_step_bytes(spec, bits, 16 + D)
-            decode[str(bits)] = {"decode_tokens_per_s": tps, "roofline_tokens_per_s": roof,
-                                 "fraction": tps / roof}  # fmt: skip
-            print(f"3. decode batch 1, {bits}-bit: {tps:.2f} tok/s, roofline {roof:.2f} tok/s "
-                  f"({bandwidth:.1f} GB/s): {tps / roof:.0%}")  # fmt: skip
-        results["decode"] = decode
-        results["decode_fraction_of_roofline"] = decode["16"]["fraction"]
-    results["cpu_hetero"] = None if args.skip_hetero else cpu_hetero_section(args)
+            bandwidth = measure_bandwidth_GBps()  # with ``threads`` threads, as the decode run
+            results["bandwidth_GBps"] = bandwidth
+            decode = {}
+            D = args.decode_gen_len
+            for bits in (16, 8):
+                p1 = synthetic_prompts(1, 16, VOCAB, seed=1)
+                m = serve_run(model_dir, plan_of(model_dir, [(0, L)], bits, (1, 1, 1),
+                                                 Workload(1, 16, D)), p1, tmp / f"d{bits}", D, threads)  # fmt: skip
+                tps = (D - 1) / m.decode_s
+                roof = bandwidth * 1e9 / decode_step_bytes(spec, bits, 16 + D)
+                decode[str(bits)] = {"decode_tokens_per_s": tps, "roofline_tokens_per_s": roof,
+                                     "fraction": tps / roof}  # fmt: skip
+                print(f"3. decode batch 1, {bits}-bit: {tps:.2f} tok/s, roofline {roof:.2f} tok/s "
+                      f"({bandwidth:.1f} GB/s): {tps / roof:.0%}")  # fmt: skip
+            results["decode"] = decode
+            results["decode_fraction_of_roofline"] = decode["16"]["fraction"]
+        if not args.skip_hetero:
+            results["cpu_hetero"] = cpu_hetero_section(args, model_dir, tmp)
     return results
 
 
-def cpu_hetero_section(args) -> dict | None:
-    """llmpq / PipeEdge / Uniform plans on ``config/clusters/cpu_hetero.yaml``: measured vs
-    simulator-predicted tokens/s per method. Needs ``llmpq.planner`` and ``llmpq.simulator``;
-    until they are wired here it prints a note and returns None."""
-    try:
-        import llmpq.planner  # noqa: F401
-        import llmpq.simulator  # noqa: F401
-    except ImportError as err:
-        print(f"4. cpu_hetero: skipped ({err}); needs llmpq.planner and llmpq.simulator")
-        return None
-    print("4. cpu_hetero: skipped: the planner's section is not written yet (see docstring)")
-    return None
+def cpu_hetero_section(args, model_dir: Path, tmp: Path) -> dict:
+    """llmpq / PipeEdge / Uniform plans on ``config/clusters/cpu_hetero_300m.yaml`` (cpu_hetero's
+    two one-core workers with budgets scaled to this model): the ``cpu`` cost table of this
+    model is measured first (one thread, as each worker runs), every method is planned on it
+    with the analytic indicator (llmpq under a Σω budget equal to the worst baseline's, θ = 0),
+    simulated, and served for real; measured tokens/s beside the simulator's."""
+    from llmpq.cluster import load_cluster
+    from llmpq.costmodel.tables import cost_table_path, save_cost_table
+    from llmpq.indicator import analytic_indicator
+    from llmpq.models.spec import model_spec
+    from llmpq.planner import SolverOptions, make_plan, planning_problem
+    from llmpq.profiler import ProfileGrid, profile_model
+    from llmpq.simulator import simulate
+
+    root = Path(__file__).resolve().parents[1]
+    cluster = load_cluster(root / "config" / "clusters" / "cpu_hetero_300m.yaml")
+    w = Workload(args.hetero_batch, args.prompt_len, args.gen_len)
+    spec = model_spec(model_dir)
+    costs = tmp / "costs"
+    start = time.perf_counter()
+    grid = ProfileGrid(batch=(1, 2, 4, 8), seq=(16, 32, 64), rounds=2)
+    table = profile_model(model_dir, threads=1, grid=grid, progress=False)
+    save_cost_table(table, cost_table_path(costs, "cpu", spec.name))
+    print(
+        f"4. cpu_hetero: cost table of this model measured in {time.perf_counter() - start:.0f} s"
+    )
+    base = planning_problem(model_dir, cluster, w, costs_dir=costs,
+                            indicator=analytic_indicator(spec), theta=0.0)  # fmt: skip
+    plans = {m: make_plan(base, m) for m in ("pipeedge", "uniform")}
+    budget = max(p.quality.sum_omega for p in plans.values())
+    problem = base.with_quality(omega_budget=budget)
+    plans = {
+        "llmpq": make_plan(problem, "llmpq", SolverOptions(time_limit_s=10, gap=0.002))
+    } | plans
+    prompts = synthetic_prompts(w.batch_size, w.prompt_len, VOCAB, seed=2)
+    out: dict = {"cluster": cluster.name, "workload": w.to_dict(), "methods": {}}
+    for method, plan in plans.items():
+        predicted = simulate(plan, problem).tokens_per_s
+        m = serve(plan, model_dir, prompts, tmp / f"hetero-{method}", gen_len=w.gen_len,
+                  ignore_eos=True, cluster=cluster).metrics  # fmt: skip
+        record = {"measured_tokens_per_s": m.tokens_per_s, "predicted_tokens_per_s": predicted,
+                  "measured_over_predicted": m.tokens_per_s / predicted,
+                  "bits": sorted(set(plan.bits_per_layer())),
+                  "layers": [list(s.layers) for s in plan.stages],
+                  "micro_batch": [plan.micro_batch.prefill_size, plan.micro_batch.decode_size,
+                                  plan.micro_batch.decode_count],
+                  "sum_omega": plan.quality.sum_omega}  # fmt: skip
+        out["methods"][method] = record
+        print(f"   {method:<9} measured {m.tokens_per_s:7.2f} tok/s, simulated {predicted:7.2f} "
+              f"({m.tokens_per_s / predicted:.2f}x); bits {record['bits']}, layers "
+              f"{record['layers']}, micro-batches {record['micro_batch']}")  # fmt: skip
+    best = max(out["methods"][m]["measured_tokens_per_s"] for m in ("pipeedge", "uniform"))
+    out["llmpq_vs_best_baseline_measured"] = out["methods"]["llmpq"]["measured_tokens_per_s"] / best
+    return out
 
 
 def main() -> None:
@@ -199,6 +242,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="one stage's (and HF's) threads; two stages get half each")  # fmt: skip
     parser.add_argument("--skip-hetero", action="store_true")
+    parser.add_argument("--skip-basics", action="store_true", help="only the cpu_hetero section")
+    parser.add_argument("--hetero-batch", type=int, default=8)
     args = parser.parse_args()
     results = main_sections(args)
     if args.json:
