@@ -32,6 +32,6 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        rules.model_info.output.summary,
+        rules.model_info.output.summary if EXEC["clusters"] else [],
         rules.report.output,
     default_target: True

@@ -182,27 +182,37 @@ def throughput_figure(table: pd.DataFrame):
 
 
 def frontier_figure(table: pd.DataFrame):
-    """Throughput against quality (perplexity served, else Σω), one line per cluster."""
+    """Throughput against quality (perplexity served, else Σω): a marker per plan (its method),
+    a colour per cluster, and a line through the llmpq θ/ε sweep (the frontier it traces)."""
+    from matplotlib.lines import Line2D
+
     tracks = _tracks(table)
     fig, axes = _figure(max(len(tracks), 1))
     markers = dict(zip(("llmpq", "pipeedge", "uniform", "adabits"), "o^sD", strict=True))
     for ax, (track, part) in zip(axes, tracks, strict=False):
         quality = "perplexity" if track == "execution" else "sum_omega"
-        for cluster, rows in part.groupby("cluster", sort=False):
+        handles = []
+        for i, (cluster, rows) in enumerate(part.groupby("cluster", sort=False)):
+            color = f"C{i % 10}"
             points = [(r[quality], _throughput(r), r["method"]) for _, r in rows.iterrows()]
             points = sorted(p for p in points if p[1] is not None and not pd.isna(p[0]))
             if not points:
                 continue
-            (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], "-", alpha=0.5,
-                              label=cluster)  # fmt: skip
+            sweep = [p for p in points if p[2] == "llmpq"]
+            ax.plot([p[0] for p in sweep], [p[1] for p in sweep], "-", color=color, alpha=0.6)
             for q, t, method in points:
-                ax.plot(q, t, markers.get(method, "x"), color=line.get_color())
+                ax.plot(q, t, markers.get(method, "x"), color=color, alpha=0.8)
+            handles.append(Line2D([], [], color=color, label=cluster))
+        handles += [
+            Line2D([], [], marker=m, color="0.3", linestyle="", label=name)
+            for name, m in markers.items()
+        ]
         ax.set_xlabel("perplexity (served weights)" if track == "execution" else "Σω (analytic)")
         ax.set_ylabel("generated tokens/s")
         if track == "planning":
             ax.set_yscale("log")
-        ax.set_title(f"{track} track (markers: o llmpq, ^ pipeedge, s uniform, D adabits)")
-        ax.legend(fontsize="x-small", ncol=2)
+        ax.set_title(f"{track} track")
+        ax.legend(handles=handles, fontsize="x-small", ncol=2)
     fig.tight_layout()
     return fig
 
@@ -230,6 +240,8 @@ def _timeline_source(table, sims, serves):
 def timeline_figure(table: pd.DataFrame, sims=(), serves=()):
     """Each stage's busy time (prefill, decode; or busy when measured as one) and idle time,
     as fractions of the makespan, for one plan per cluster."""
+    from matplotlib.patches import Patch
+
     chosen = _timeline_source(table, sims, serves)
     ncols = min(4, max(len(chosen), 1))
     fig, axes = _figure(ncols, math.ceil(max(len(chosen), 1) / ncols), width=4.5, height=3.0)
@@ -241,18 +253,20 @@ def timeline_figure(table: pd.DataFrame, sims=(), serves=()):
             for name, value in (("prefill", prefill), ("decode", decode), ("busy", busy),
                                 ("idle", idle)):  # fmt: skip
                 if value > 0:
-                    ax.barh(y, value / makespan_s, left=left, color=colors[name],
-                            label=name if y == 0 else None)  # fmt: skip
+                    ax.barh(y, value / makespan_s, left=left, color=colors[name])
                     left += value / makespan_s
         ax.set_yticks(range(len(stages)), [s[0] for s in stages], fontsize="x-small")
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
         ax.set_xlabel(f"share of the makespan ({makespan_s:.3g} s)")
         ax.set_title(title, fontsize="small")
-        ax.legend(fontsize="x-small", loc="lower right")
     for ax in axes[len(chosen) :]:
         ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.legend(
+        handles=[Patch(color=c, label=n) for n, c in colors.items()],
+        loc="upper center", ncol=len(colors), fontsize="small",
+    )  # fmt: skip
     return fig
 
 

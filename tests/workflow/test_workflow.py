@@ -21,7 +21,7 @@ def snakemake(*args, cwd=ROOT, timeout=900):
 
 
 def dry_run(workdir, *configfiles):
-    args = [a for f in configfiles for a in ("--configfile", str(f))]
+    args = ["--configfile", *map(str, configfiles)] if configfiles else []  # later files win
     return snakemake("-n", "--cores", "2", "--directory", str(workdir), *args)
 
 

@@ -28,6 +28,7 @@ def perplexity():
         sm.input.model, bits, None, sm.params.method, sm.params.group_size, stage_layers=stages
     )
     write_json_atomic(sm.output.ppl, result.to_dict())
+    print(f"perplexity {result.perplexity:.3f} over {result.tokens_evaluated} tokens")
 
 
 run_logged(sm.log[0], perplexity)
