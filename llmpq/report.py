@@ -188,12 +188,14 @@ def frontier_figure(table: pd.DataFrame):
 
     tracks = _tracks(table)
     fig, axes = _figure(max(len(tracks), 1))
+    import matplotlib.pyplot as plt
+
     markers = dict(zip(("llmpq", "pipeedge", "uniform", "adabits"), "o^sD", strict=True))
     for ax, (track, part) in zip(axes, tracks, strict=False):
         quality = "perplexity" if track == "execution" else "sum_omega"
         handles = []
         for i, (cluster, rows) in enumerate(part.groupby("cluster", sort=False)):
-            color = f"C{i % 10}"
+            color = plt.get_cmap("tab20")(i % 20)
             points = [(r[quality], _throughput(r), r["method"]) for _, r in rows.iterrows()]
             points = sorted(p for p in points if p[1] is not None and not pd.isna(p[0]))
             if not points:
