@@ -48,9 +48,14 @@ from dataclasses import asdict, dataclass
 from types import MappingProxyType
 
 from llmpq.devices import DeviceType
-from llmpq.models.spec import BYTES_16BIT, DEFAULT_GROUP_SIZE, ModelSpec, check_bits
+from llmpq.models.spec import (
+    BYTES_16BIT,
+    CHUNK_BYTES_3BIT,  # the 3-bit CPU path's row chunk
+    DEFAULT_GROUP_SIZE,
+    ModelSpec,
+    check_bits,
+)
 from llmpq.plan import MicroBatch
-from llmpq.quant.linear import CHUNK_BYTES_3BIT  # the 3-bit CPU path's row chunk
 from llmpq.workload import Workload
 
 MiB = 1024**2

@@ -32,6 +32,7 @@ The array's contract is in :mod:`~llmpq.indicator.array`, the file's in
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 from types import MappingProxyType
@@ -39,7 +40,6 @@ from types import MappingProxyType
 import xarray as xr
 
 from llmpq.errors import UserError
-from llmpq.indicator import hessian, output_error, variance
 from llmpq.indicator.analytic import analytic_indicator
 from llmpq.indicator.array import BITS, monotone_in_bits, omega_array, plan_omega
 from llmpq.indicator.calibration import (
@@ -49,21 +49,36 @@ from llmpq.indicator.calibration import (
     fit_quality_calibration,
 )
 from llmpq.indicator.io import load_indicator, save_indicator
-from llmpq.indicator.model import FullModel
-from llmpq.indicator.quality import QualityPoints, calibrate_indicator, measure_random_plans
 from llmpq.indicator.random import random_indicator
-from llmpq.indicator.samples import indicator_samples
 from llmpq.models.spec import model_spec
 
 # weight-based method -> (ω values [L, len(BITS)] from the fp32 model and windows [W, T], units)
+# (module, function, units constant): imported on use, so that the shape-only methods (and a
+# planner on the planning track) do not pay for torch and transformers
 MEASURED = MappingProxyType(
     {
-        "variance": (variance.variance_values, variance.UNITS),
-        "variance-paper": (variance.paper_variance_values, variance.PAPER_UNITS),
-        "hessian": (hessian.hessian_values, hessian.UNITS),
-        "output-error": (output_error.output_error_omega, output_error.UNITS),
+        "variance": ("variance", "variance_values", "UNITS"),
+        "variance-paper": ("variance", "paper_variance_values", "PAPER_UNITS"),
+        "hessian": ("hessian", "hessian_values", "UNITS"),
+        "output-error": ("output_error", "output_error_omega", "UNITS"),
     }
 )
+LAZY = MappingProxyType(
+    {
+        "FullModel": "model",
+        "QualityPoints": "quality",
+        "calibrate_indicator": "quality",
+        "measure_random_plans": "quality",
+        "indicator_samples": "samples",
+    }
+)
+
+
+def __getattr__(name: str):
+    """The exports that need torch, imported on first use (PEP 562)."""
+    if name in LAZY:
+        return getattr(importlib.import_module(f"llmpq.indicator.{LAZY[name]}"), name)
+    raise AttributeError(f"module 'llmpq.indicator' has no attribute {name!r}")
 SHAPE_METHODS = ("analytic", "random")  # need no weights
 METHODS = (*MEASURED, *SHAPE_METHODS)
 
@@ -112,9 +127,14 @@ def compute_indicator(
     start = time.perf_counter()
     default_windows, default_tokens = DEFAULT_SAMPLES[method]
     window_tokens = min(window_tokens or default_tokens, spec.max_positions)
+    from llmpq.indicator.model import FullModel
+    from llmpq.indicator.samples import indicator_samples
+
     samples = indicator_samples(model, calib, num_windows or default_windows, window_tokens)
     full = FullModel.load(model)
-    compute, units = MEASURED[method]
+    module_name, function, units_name = MEASURED[method]
+    module = importlib.import_module(f"llmpq.indicator.{module_name}")
+    compute, units = getattr(module, function), getattr(module, units_name)
     values = monotone_in_bits(compute(full, samples.windows))
     return omega_array(
         values,

@@ -35,6 +35,9 @@ from llmpq.errors import UserError
 
 SUPPORTED_BITS = (3, 4, 8, 16)
 DEFAULT_GROUP_SIZE = 128
+# int4 bytes the CPU 3-bit kernel rebuilds per row chunk (measured best of 0.5-8 MiB); here, not
+# in llmpq.quant.linear, so the memory model can use it without importing torch
+CHUNK_BYTES_3BIT = 4 << 20
 BYTES_16BIT = 2
 
 # HF `model_type` -> the llmpq family whose adapter runs it.

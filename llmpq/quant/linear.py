@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmpq.models.spec import CHUNK_BYTES_3BIT
 from llmpq.quant.packing import (
     int4_cpu_pack,
     pack_3bit,
@@ -56,7 +57,6 @@ from llmpq.quant.rtn import QuantizedWeight, grid_values
 
 COMPUTE_DTYPE = torch.bfloat16
 INT4_CUDA_INNER_K_TILES = 8  # gpt-fast's choice; needs K % (8 * 16) == 0
-CHUNK_BYTES_3BIT = 4 << 20  # int4 bytes rebuilt per 3-bit row chunk: measured best of 0.5-8 MiB
 
 
 class QuantLinear(nn.Module):
