@@ -18,6 +18,7 @@ from llmpq.cli import (
     plan,
     ppl,
     profile,
+    report,
     roofline,
     serve,
     simulate,
@@ -27,6 +28,7 @@ from llmpq.errors import UserError
 
 SUBCOMMANDS = (
     catalog, train_default, model_info, profile, roofline, ppl, indicator, plan, simulate, serve,
+    report,
 )  # fmt: skip
 USER_ERROR_EXIT = 2
 

@@ -80,3 +80,23 @@ def test_a_cluster_that_cannot_hold_the_model(capsys, tmp_path: Path) -> None:
                  WORKLOAD, "--costs", str(tmp_path), "--out", str(out)]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "cannot hold the model" in err and "add a device" in err and not out.exists()
+
+
+def test_report_collects_plans_and_simulations(capsys, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for method in ("llmpq", "pipeedge"):
+        plan = results / "plans" / "paper_03" / "paper" / f"{method}.json"
+        assert main(["plan", "--model", "opt-30b", "--cluster", PAPER03, "--workload", WORKLOAD,
+                     "--costs", str(tmp_path), "--method", method, "--theta", "1",
+                     "--out", str(plan)]) == 0  # fmt: skip
+        sim = results / "sim" / "paper_03" / "paper" / f"{method}.json"
+        assert main(["simulate", "--plan", str(plan), "--costs", str(tmp_path),
+                     "--out", str(sim)]) == 0  # fmt: skip
+    out = tmp_path / "report"
+    assert main(["report", "--results", str(results), "--out", str(out)]) == 0
+    assert "2 rows from 2 plans, 2 simulations" in capsys.readouterr().out
+    csv = (out / "summary.csv").read_text()
+    assert "pipeedge" in csv and "llmpq" in csv
+    assert all((out / f).stat().st_size > 0 for f in ("throughput.png", "frontier.png",
+                                                      "timeline.png", "summary.md"))  # fmt: skip
+    assert main(["report", "--results", str(tmp_path / "none"), "--out", str(out)]) == 2
