@@ -35,7 +35,7 @@ from llmpq.costmodel.comm import CommFit
 from llmpq.costmodel.model import DEFAULT_COSTS_DIR, CostModel
 from llmpq.plan import MicroBatch, Plan
 from llmpq.planner.problem import BITS, PlanningProblem
-from llmpq.planner.time_model import evaluate_stages, stage_coefficients
+from llmpq.planner.time_model import peak_memory_bytes, stage_coefficients
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def simulate(plan: Plan, problem: PlanningProblem) -> SimResult:
             ring[k] = ready
             finish = max(finish, end)  # the last stage's sampling ends the step
     makespan_ms = finish if steps else prefill_end
-    peak = evaluate_stages(
+    peak = peak_memory_bytes(
         problem, list(zip(devices, [s.bits for s in plan.stages], strict=True)), mb
     )
     stages = tuple(
@@ -143,7 +143,7 @@ def simulate(plan: Plan, problem: PlanningProblem) -> SimResult:
             float(busy_p[j]) / 1e3,
             float(busy_d[j]) / 1e3,
             1.0 - float(busy_p[j] + busy_d[j]) / makespan_ms if makespan_ms > 0 else 0.0,
-            peak.peak_memory_bytes[devices[j].name],
+            peak[devices[j].name],
         )  # fmt: skip
         for j in range(n)
     )

@@ -312,13 +312,13 @@ def solve(
             if var.x > 0.5:
                 bits[i] = BITS[k]
     else:
-        bits = _bits_from_counts(counts, inst.omega)
+        bits = bits_from_counts(counts, inst.omega)
     objective, bound = float(model.objective_value), float(model.objective_bound)
     gap = abs(objective - bound) / max(abs(objective), 1e-12)
     return Solution(status.name, counts, tuple(bits), objective, bound, gap, seconds)
 
 
-def _bits_from_counts(counts: np.ndarray, omega: np.ndarray) -> list[int]:
+def bits_from_counts(counts: np.ndarray, omega: np.ndarray) -> list[int]:
     """Layer bits from counts, each stage's bits placed on its layers at least Σω (exact for
     layer-uniform ω, where any placement is optimal; highest bits first then)."""
     bits: list[int] = []

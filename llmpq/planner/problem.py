@@ -81,11 +81,6 @@ class PlanningProblem:
         """Bits the device supports and its cost table prices."""
         return tuple(b for b in BITS if b in device.type.bits and b in self.cost(device).bits)
 
-    @property
-    def layer_uniform_omega(self) -> bool:
-        """Every layer has the same ω row (analytic indicators): the compact ILP is exact."""
-        return bool(np.allclose(self.omega, self.omega[:1], rtol=1e-12, atol=0.0))
-
     def sum_omega(self, bits_per_layer) -> float:
         cols = [BITS.index(b) for b in bits_per_layer]
         return float(self.omega[np.arange(len(cols)), cols].sum())

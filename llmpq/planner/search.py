@@ -33,11 +33,8 @@ which also counts the decode fill and the per-step regime the ILP aggregates.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +48,7 @@ from llmpq.planner.ilp import (
     Instance,
     Solution,
     SolverOptions,
+    bits_from_counts,
     build_model,
     instance_for,
     solve,
@@ -149,20 +147,6 @@ def linear_objective(inst: Instance, counts: np.ndarray, bits_per_layer: Sequenc
     if inst.budget is not None and quality > inst.budget * (1 + 1e-9):
         return math.inf
     return float((t_p + cp).sum() + (inst.m_p - 1) * P + D + inst.theta * quality)
-
-
-@contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """CBC's LP path prints its log on file descriptor 1 whatever the verbosity: mute it."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _start_from_plan(
@@ -298,7 +282,7 @@ def _solve_exact_members(problem, options, coef, members, mb, relaxed: Solution,
             break
         inst = instance_for(problem, order, mb, coef)
         model, v = build_model(inst, options)
-        warm_start(model, v, relaxed.counts, _placed(relaxed, inst))
+        warm_start(model, v, relaxed.counts, bits_from_counts(relaxed.counts, inst.omega))
         sol = solve(model, v, inst, options, time_limit_s=remaining)
         explored += 1
         if sol.found:
@@ -308,18 +292,6 @@ def _solve_exact_members(problem, options, coef, members, mb, relaxed: Solution,
         incumbent = min((p.objective for p in pool), default=math.inf)
         if relaxed.bound < incumbent * (1 - options.gap):
             open_bounds.append(relaxed.bound)  # unexplored orders of the class
-
-
-def _placed(relaxed: Solution, inst: Instance) -> list[int]:
-    """Layer bits for the relaxed counts placed on this order's layer ranges (feasible)."""
-    from llmpq.planner.ilp import best_placement
-
-    bits, start = [], 0
-    for row in relaxed.counts:
-        size = int(row.sum())
-        bits += best_placement(inst.omega[start : start + size], row)
-        start += size
-    return bits
 
 
 def _evaluated(problem: PlanningProblem, p: Incumbent) -> float:

@@ -186,6 +186,22 @@ class Evaluation:
         return not self.over_budget
 
 
+def peak_memory_bytes(
+    problem: PlanningProblem,
+    stages: Sequence[tuple[ClusterDevice, Sequence[int]]],
+    micro_batch: MicroBatch,
+) -> dict[str, int]:
+    """Each stage's memory under the exact memory model, by device name."""
+    n = len(stages)
+    return {
+        device.name: int(stage_memory(
+            problem.spec, list(bits), problem.workload, micro_batch, is_first=j == 0,
+            is_last=j == n - 1, device_type=device.type,
+        ).total_bytes)
+        for j, (device, bits) in enumerate(stages)
+    }  # fmt: skip
+
+
 def evaluate_stages(
     problem: PlanningProblem,
     stages: Sequence[tuple[ClusterDevice, Sequence[int]]],
@@ -194,7 +210,6 @@ def evaluate_stages(
     """Price stages given as (device, bits of each of its layers), in pipeline order."""
     n = len(stages)
     t_p, c_p, c_d, t_d = [], [], [], []
-    peak, over = {}, {}
     for j, (device, bits) in enumerate(stages):
         coef = stage_coefficients(
             problem, device, micro_batch, is_first=j == 0, is_last=j == n - 1,
@@ -205,13 +220,9 @@ def evaluate_stages(
         t_d.append(coef.decode_fixed_ms + sum((coef.decode_layer_ms[k] for k in cols), 0.0))
         c_p.append(coef.prefill_send_ms)
         c_d.append(coef.decode_send_ms)
-        mem = stage_memory(
-            problem.spec, list(bits), problem.workload, micro_batch, is_first=j == 0,
-            is_last=j == n - 1, device_type=device.type,
-        ).total_bytes  # fmt: skip
-        peak[device.name] = int(mem)
-        if mem > device.memory_bytes:
-            over[device.name] = int(mem - device.memory_bytes)
+    peak = peak_memory_bytes(problem, stages, micro_batch)
+    over = {d.name: peak[d.name] - d.memory_bytes for d, _ in stages
+            if peak[d.name] > d.memory_bytes}  # fmt: skip
     w = problem.workload
     m_p = math.ceil(w.batch_size / micro_batch.prefill_size)
     prefill_ms = prefill_pipeline_ms(np.array(t_p), np.array(c_p), m_p)

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 
 from llmpq.plan import MicroBatch
 from llmpq.planner.ilp import SolverOptions, build_model, instance_for
 from llmpq.planner.relaxation import lp_bound
-from llmpq.planner.search import _quiet_stdout
+
+
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """CBC's LP path prints its log on file descriptor 1 whatever the verbosity: mute it."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @pytest.mark.parametrize("per_layer", [False, True])
