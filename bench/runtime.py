@@ -212,11 +212,18 @@ def cpu_hetero_section(args, model_dir: Path, tmp: Path) -> dict:
     prompts = synthetic_prompts(w.batch_size, w.prompt_len, VOCAB, seed=2)
     out: dict = {"cluster": cluster.name, "workload": w.to_dict(), "methods": {}}
     for method, plan in plans.items():
-        predicted = simulate(plan, problem).tokens_per_s
+        sim = simulate(plan, problem)
+        predicted = sim.tokens_per_s
         m = serve(plan, model_dir, prompts, tmp / f"hetero-{method}", gen_len=w.gen_len,
                   ignore_eos=True, cluster=cluster).metrics  # fmt: skip
         record = {"measured_tokens_per_s": m.tokens_per_s, "predicted_tokens_per_s": predicted,
                   "measured_over_predicted": m.tokens_per_s / predicted,
+                  "prefill_s": {"measured": m.prefill_s, "predicted": sim.prefill_s},
+                  "decode_s": {"measured": m.decode_s, "predicted": sim.decode_s},
+                  "stage_busy_s": {"measured": [s["busy_s"] for s in m.stages],
+                                   "predicted": [s.busy_s for s in sim.stages]},
+                  "stage_decode_busy_s": {"measured": [s["decode_busy_s"] for s in m.stages],
+                                          "predicted": [s.decode_busy_s for s in sim.stages]},
                   "bits": sorted(set(plan.bits_per_layer())),
                   "layers": [list(s.layers) for s in plan.stages],
                   "micro_batch": [plan.micro_batch.prefill_size, plan.micro_batch.decode_size,
@@ -226,6 +233,12 @@ def cpu_hetero_section(args, model_dir: Path, tmp: Path) -> dict:
         print(f"   {method:<9} measured {m.tokens_per_s:7.2f} tok/s, simulated {predicted:7.2f} "
               f"({m.tokens_per_s / predicted:.2f}x); bits {record['bits']}, layers "
               f"{record['layers']}, micro-batches {record['micro_batch']}")  # fmt: skip
+        pairs = list(zip(m.stages, sim.stages, strict=True))
+        ratios = {k: [round(a[k] / getattr(b, k), 2) for a, b in pairs]
+                  for k in ("prefill_busy_s", "decode_busy_s")}  # fmt: skip
+        print(f"             measured/predicted: prefill {m.prefill_s / sim.prefill_s:.2f}, "
+              f"decode {m.decode_s / sim.decode_s:.2f}; per stage busy in prefill "
+              f"{ratios['prefill_busy_s']}, in decode {ratios['decode_busy_s']}")  # fmt: skip
     best = max(out["methods"][m]["measured_tokens_per_s"] for m in ("pipeedge", "uniform"))
     out["llmpq_vs_best_baseline_measured"] = out["methods"]["llmpq"]["measured_tokens_per_s"] / best
     return out

@@ -201,11 +201,12 @@ def _source(model: str | Path, device: torch.device, stack_layers: int | None) -
 
 
 def _quantized_stack(src: _Source, bits: int, group_size: int) -> PipelineStage:
-    from llmpq.quant import quantize_stage
+    from llmpq.quant import pack_dense_linears, quantize_stage
 
     stage = src.stage(src.layer_range())
     plan = [bits] * src.stack_layers + [16] * (src.total_layers() - src.stack_layers)
-    return quantize_stage(stage, plan, group_size) if bits != 16 else stage
+    stage = quantize_stage(stage, plan, group_size) if bits != 16 else stage
+    return pack_dense_linears(stage)  # 16-bit linears in the runtime's kernel layout
 
 
 # ----------------------------------------------------------------------------- timing
@@ -354,9 +355,11 @@ class _Samples:
 
 
 def _sweep_parts(src, timer, grid, points, samples: _Samples, bar) -> None:
+    from llmpq.quant import pack_dense_linears
+
     layers_total = src.total_layers()
     embed = src.stage(StageRange.of(0, 0, layers_total))
-    head = src.stage(StageRange.of(layers_total, layers_total, layers_total))
+    head = pack_dense_linears(src.stage(StageRange.of(layers_total, layers_total, layers_total)))
     for _ in range(grid.rounds):
         for i, (b, s) in enumerate(points):
             got = _time_parts(src, timer, b, s, (embed, head))

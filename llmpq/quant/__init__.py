@@ -12,7 +12,8 @@ stage's ``nn.Linear`` modules for quantized ones::
 
 Modules: :mod:`~llmpq.quant.rtn` (grids, round-to-nearest, :class:`QuantizedWeight`),
 :mod:`~llmpq.quant.gptq`, :mod:`~llmpq.quant.packing` (nibbles, 3-bit packing, kernel layouts),
-:mod:`~llmpq.quant.linear` (QuantLinear and its kernels), :mod:`~llmpq.quant.state` (the
+:mod:`~llmpq.quant.linear` (QuantLinear and its kernels), :mod:`~llmpq.quant.dense` (the
+16-bit linears in oneDNN's packed layout on CPU), :mod:`~llmpq.quant.state` (the
 safetensors artefact), :mod:`~llmpq.quant.calibration`, :mod:`~llmpq.quant.offline` and
 :mod:`~llmpq.quant.apply`. Storage sizes follow the contract in :mod:`llmpq.models.spec`.
 """
@@ -23,6 +24,7 @@ from llmpq.quant.apply import (
     quantize_stage,
     sixteen_bit_dtype,
 )
+from llmpq.quant.dense import PackedLinear, dense_linear, pack_dense_linears
 from llmpq.quant.gptq import Hessian, quantize_gptq
 from llmpq.quant.linear import QuantLinear, module_bytes, quant_linear
 from llmpq.quant.offline import quantize_model
@@ -31,12 +33,15 @@ from llmpq.quant.state import QuantizedModel
 
 __all__ = [
     "Hessian",
+    "PackedLinear",
     "QuantLinear",
     "QuantizedModel",
     "QuantizedWeight",
     "apply_quantized",
+    "dense_linear",
     "load_quantized_stage",
     "module_bytes",
+    "pack_dense_linears",
     "quant_linear",
     "quantize_gptq",
     "quantize_model",

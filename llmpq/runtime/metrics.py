@@ -13,7 +13,8 @@ stage is loaded: prefill until the last first token is back, decode until the la
 ``tokens_per_s`` counts the tokens generated (up to each sequence's end) over ``makespan_s``;
 ``wall_s`` is the whole call (process start, loading, the run, writing outputs); ``load_s`` the
 slowest stage's loading (and quantizing). Per stage: ``busy_s`` (compute: layers, head,
-sampling, cache regrouping) and its fraction of the makespan, ``peak_memory_bytes`` (CPU: the
+sampling, cache regrouping), split into ``prefill_busy_s`` (prefill passes and the regrouping)
+and ``decode_busy_s``, and its fraction of the makespan, ``peak_memory_bytes`` (CPU: the
 process's peak resident set, runtime included; CUDA: peak allocated), beside the memory model's
 ``predicted_memory_bytes`` and the stage's budget.
 """

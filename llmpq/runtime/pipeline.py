@@ -50,6 +50,7 @@ class StageResult:
     """What one stage measured; ``tokens`` [B, gen_len] (pad after a sequence's end) on stage 0."""
 
     busy_s: float  # compute: layers, head, sampling, cache regrouping
+    prefill_busy_s: float  # of which prefill passes and the regrouping after them
     prefill_s: float  # start to the last first token (stage 0) or to the last prefill sent
     decode_s: float  # from then to the end
     kv_cache_bytes: int  # this stage's caches at the end of decode
@@ -90,6 +91,7 @@ class StagePipeline:
         self.prefill_caches: list = []
         self.groups: list[_DecodeGroup] = []
         self.busy_s = 0.0
+        self.prefill_busy_s = 0.0
         self.forwards = 0
 
     @property
@@ -119,7 +121,9 @@ class StagePipeline:
         if self.is_last:
             out = next_tokens(out[:, -1], range(s, e), token_step, self.sampling)  # [b]
         self.sync()
-        self.busy_s += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.busy_s += seconds
+        self.prefill_busy_s += seconds if kind == PREFILL else 0.0
         self.forwards += 1
         return Message(kind, mb, out)
 
@@ -136,7 +140,9 @@ class StagePipeline:
             _DecodeGroup((s, e), c, StepInputs.from_mask(self.mask[s:e], T))
             for (s, e), c in zip(slices, caches, strict=True)
         ]
-        self.busy_s += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.busy_s += seconds
+        self.prefill_busy_s += seconds
 
     # -- the loops -------------------------------------------------------------------------
     def run(self) -> StageResult:
@@ -160,8 +166,9 @@ class StagePipeline:
         end = time.perf_counter()
         prefill_end = prefill_end or end
         return StageResult(
-            self.busy_s, prefill_end - start, end - prefill_end, self._kv_bytes(), self.forwards
-        )
+            self.busy_s, self.prefill_busy_s, prefill_end - start, end - prefill_end,
+            self._kv_bytes(), self.forwards,
+        )  # fmt: skip
 
     def _run_first(self) -> StageResult:
         B, gen_len = self.schedule.batch_size, self.schedule.gen_len
@@ -200,8 +207,8 @@ class StagePipeline:
         self.transport.close()
         end = time.perf_counter()
         return StageResult(
-            self.busy_s, prefill_end - start, end - prefill_end, self._kv_bytes(), self.forwards,
-            tokens, _lengths(tokens, self.batch.eos_ids),
+            self.busy_s, self.prefill_busy_s, prefill_end - start, end - prefill_end,
+            self._kv_bytes(), self.forwards, tokens, _lengths(tokens, self.batch.eos_ids),
         )  # fmt: skip
 
     def _recv_tokens(self, kind: int) -> Message:

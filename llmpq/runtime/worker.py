@@ -39,7 +39,7 @@ from llmpq.runtime.budget import check_stage_budget
 from llmpq.runtime.job import Fault, Job, JobDir
 from llmpq.runtime.pipeline import Batch, StagePipeline
 from llmpq.runtime.schedule import Schedule
-from llmpq.runtime.transport import DistTransport, PeerLost, QueueTransport
+from llmpq.runtime.transport import DistTransport, Frames, PeerLost, QueueTransport
 from llmpq.workload import Workload
 
 USER_ERROR_EXIT = 2
@@ -53,6 +53,7 @@ def schedule_of(job: Job, batch_size: int) -> Schedule:
 def load_plan_stage(job: Job, rank: int, device: torch.device) -> PipelineStage:
     """Stage ``rank``'s layers at the plan's bits: from the pre-quantized file, or RTN now."""
     from llmpq.quant.apply import load_quantized_stage, quantize_stage, sixteen_bit_dtype
+    from llmpq.quant.dense import pack_dense_linears
     from llmpq.quant.state import QuantizedModel
 
     plan = job.plan_obj
@@ -62,12 +63,12 @@ def load_plan_stage(job: Job, rank: int, device: torch.device) -> PipelineStage:
     stage_range = StageRange.of(start, end, num_layers)
     if job.quantized is not None:
         qmodel = QuantizedModel.load(job.quantized, layers=stage_range.layer_ids)
-        return load_quantized_stage(ckpt, stage_range, qmodel, device=device)
+        return pack_dense_linears(load_quantized_stage(ckpt, stage_range, qmodel, device=device))
     stage = load_stage(ckpt, stage_range, dtype=sixteen_bit_dtype(device), device=device)
     bits = plan.bits_per_layer()
     if any(b != 16 for b in plan.stages[rank].bits):
         quantize_stage(stage, bits, job.group_size)
-    return stage
+    return pack_dense_linears(stage)  # the 16-bit layers and the head: as the profiler timed them
 
 
 @torch.no_grad()
@@ -150,7 +151,8 @@ def run_stage(
     report = {
         "stage": rank, "device": s.device, "layers": list(s.layers), "bits": list(s.bits),
         "threads": torch.get_num_threads(), "load_s": load_s, "busy_s": result.busy_s,
-        "prefill_s": result.prefill_s, "decode_s": result.decode_s,
+        "prefill_busy_s": result.prefill_busy_s,
+        "decode_busy_s": result.busy_s - result.prefill_busy_s, "prefill_s": result.prefill_s, "decode_s": result.decode_s,
         "forward_passes": result.micro_batches, "weights_bytes": weights_bytes,
         "kv_cache_bytes": result.kv_cache_bytes, "peak_memory_bytes": _peak_memory_bytes(device),
         "predicted_memory_bytes": need.total_bytes, "budget_bytes": stage_job.budget_bytes,
@@ -194,8 +196,10 @@ def main(job_dir: str) -> int:
         else:
             from llmpq.quant.apply import sixteen_bit_dtype
 
-            dtype = sixteen_bit_dtype(device)
-            transport = DistTransport(rank, world, device, dtype, job.stage_timeout_s)
+            hidden = Checkpoint(Path(job.model_dir)).config().hidden_size
+            frames = Frames.of(schedule_of(job, ids.shape[0]), ids.shape[1], hidden,
+                               sixteen_bit_dtype(device))  # fmt: skip
+            transport = DistTransport(rank, world, device, frames, job.stage_timeout_s)
         report, tokens = run_stage(
             job, rank, ids, mask, transport, dist.barrier, device,
             lambda state, **info: jd.write_status(rank, state, **info),

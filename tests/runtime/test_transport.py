@@ -1,0 +1,132 @@
+"""Frames on the ring: sizes by phase, exact round trips, and receives posted ahead over gloo."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from llmpq.runtime.schedule import Schedule
+from llmpq.runtime.transport import (
+    DECODE,
+    HEADER_BYTES,
+    PREFILL,
+    STOP,
+    DistTransport,
+    Frames,
+    Message,
+    decode,
+    encode,
+)
+
+H, T = 16, 5
+SCHEDULE = Schedule.of(batch_size=7, prefill_size=3, decode_size=4, decode_count=2, gen_len=3)
+CPU = torch.device("cpu")
+
+
+def _frames() -> Frames:
+    return Frames.of(SCHEDULE, prompt_len=T, hidden_size=H, hidden_dtype=torch.bfloat16)
+
+
+def test_frames_take_the_largest_micro_batch_of_each_phase() -> None:
+    frames = _frames()
+    assert (frames.prefill_count, frames.prefill_rows, frames.decode_rows) == (3, 3, 4)
+    assert frames.nbytes(PREFILL, tokens=False) == HEADER_BYTES + 3 * T * H * 2
+    assert frames.nbytes(DECODE, tokens=False) == HEADER_BYTES + 4 * H * 2
+    assert frames.nbytes(PREFILL, tokens=True) == HEADER_BYTES + 3 * 8
+    assert frames.nbytes(DECODE, tokens=True) == HEADER_BYTES + 4 * 8
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "tokens"),
+    [
+        (PREFILL, torch.randn(1, T, H).to(torch.bfloat16), False),  # the short last micro-batch
+        (DECODE, torch.randn(4, 1, H).to(torch.bfloat16), False),
+        (DECODE, torch.tensor([5, 9, 1]), True),
+        (STOP, None, False),
+    ],
+)
+def test_a_frame_carries_its_message_exactly(kind, payload, tokens) -> None:
+    frames = _frames()
+    size = frames.nbytes(DECODE if kind == STOP else kind, tokens)
+    frame = encode(Message(kind, 2, payload), size, CPU)
+    assert frame.dtype == torch.uint8 and frame.numel() == size
+    msg = decode(frame, torch.bfloat16)
+    assert (msg.kind, msg.micro_batch) == (kind, 2)
+    if payload is None:
+        assert msg.payload is None
+    else:
+        assert msg.payload.dtype == payload.dtype and torch.equal(msg.payload, payload)
+        assert (msg.payload.data_ptr() - frame.data_ptr()) % 64 == 0  # aligned as allocated
+
+
+def test_a_payload_larger_than_its_frame_is_refused() -> None:
+    frames = _frames()
+    with pytest.raises(ValueError, match="overflows"):
+        encode(Message(DECODE, 0, torch.zeros(5, 1, H, dtype=torch.bfloat16)),
+               frames.nbytes(DECODE, tokens=False), CPU)  # fmt: skip
+
+
+def _ring_rank(rank: int, world: int, store: str, out: str) -> None:
+    """The schedule's traffic: stage 0 sends prefill and decode micro-batches of uneven sizes
+    and STOP; each other stage forwards them (adding its rank), the last returns token ids."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank,
+                            world_size=world, timeout=timedelta(seconds=60))  # fmt: skip
+    t = DistTransport(rank, world, CPU, _frames(), timeout_s=30)
+    seen = []
+    if rank == 0:
+        for mb, (s, e) in enumerate(SCHEDULE.prefill_slices):
+            t.send(Message(PREFILL, mb, torch.full((e - s, T, H), float(mb), dtype=torch.bfloat16)))
+        for _ in SCHEDULE.prefill_slices:
+            msg = t.recv()
+            seen.append([msg.kind, msg.micro_batch, msg.payload.tolist()])
+        for mb, (s, e) in enumerate(SCHEDULE.decode_slices):
+            t.send(Message(DECODE, mb, torch.full((e - s, 1, H), 10.0 + mb, dtype=torch.bfloat16)))
+        for _ in SCHEDULE.decode_slices:
+            msg = t.recv()
+            seen.append([msg.kind, msg.micro_batch, msg.payload.tolist()])
+        t.send(Message(STOP))
+    else:
+        while True:
+            msg = t.recv()
+            seen.append([msg.kind, msg.micro_batch, len(t._posted)])
+            if msg.kind == STOP:
+                if rank != world - 1:
+                    t.send(msg)
+                break
+            x = msg.payload + rank  # [b, q, H]
+            if rank == world - 1:  # token ids: the value each row carries, as an int
+                t.send(Message(msg.kind, msg.micro_batch, x[:, -1, 0].round().long()))
+            else:
+                t.send(Message(msg.kind, msg.micro_batch, x))
+    t.close()
+    Path(f"{out}.{rank}").write_text(json.dumps(seen))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_three_stages_pass_every_frame_in_order_with_receives_posted_ahead(tmp_path) -> None:
+    world = 3
+    mp.start_processes(_ring_rank, args=(world, str(tmp_path / "store"), str(tmp_path / "out")),
+                       nprocs=world, join=True, start_method="spawn")  # fmt: skip
+    first = json.loads((tmp_path / "out.0").read_text())
+    added = sum(range(1, world))  # each later stage adds its rank
+    prefill_rows = [e - s for s, e in SCHEDULE.prefill_slices]
+    decode_rows = [e - s for s, e in SCHEDULE.decode_slices]
+    assert first == (
+        [[PREFILL, mb, [mb + added] * n] for mb, n in enumerate(prefill_rows)]
+        + [[DECODE, mb, [10 + mb + added] * n] for mb, n in enumerate(decode_rows)]
+    )
+    for rank in range(1, world):
+        got = json.loads((tmp_path / f"out.{rank}").read_text())
+        kinds = [PREFILL] * len(prefill_rows) + [DECODE] * len(decode_rows) + [STOP]
+        assert [k for k, _, _ in got] == kinds
+        # after every frame but STOP, the next receive is already posted (one ahead)
+        assert [posted for _, _, posted in got] == [1] * (len(kinds) - 1) + [0]
