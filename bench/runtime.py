@@ -5,6 +5,7 @@ Run::
 
     python bench/runtime.py [--json results/bench/runtime.json] [--layers 20] [--batch 4]
         [--prompt-len 32] [--gen-len 16] [--decode-gen-len 24] [--threads N] [--skip-hetero]
+        [--hetero-repeats 3]
 
 One ~300M-parameter random-init LLaMA-style model (hidden 1024, ``--layers`` layers, vocab
 32000, bf16 weights) is saved once to a temporary folder; every comparison in a section uses
@@ -16,7 +17,8 @@ the same model, batch and lengths, in this one process:
    which excludes process start and loading, as the HF timing excludes ``from_pretrained``).
 2. ``two_stage_vs_one_stage``: a two-stage plan (layers split evenly, half the threads each,
    prefill/decode micro-batches of half the batch, two decode micro-batches circulating) vs the
-   one-stage run of section 1.
+   one-stage run of section 1; ``two_stage_dist_vs_sockets``: the same plan over
+   ``torch.distributed`` (gloo) against the default ring of one host's CPU stages (sockets).
 3. ``decode_fraction_of_roofline``: one stage, batch 1: decode tokens/s (decode steps over
    ``decode_s``) over the roofline ``bandwidth / bytes read per decode step`` (the layers'
    weights at their bits, the final norm and LM head, and the KV cache at the last step);
@@ -111,9 +113,9 @@ def cluster_of(threads_per_stage: int):
     return Cluster.from_dict({"name": "bench", "devices": devices})
 
 
-def serve_run(model_dir, plan, prompts, out_dir, gen_len, threads_per_stage):
+def serve_run(model_dir, plan, prompts, out_dir, gen_len, threads_per_stage, ring="auto"):
     result = serve(plan, model_dir, prompts, out_dir, gen_len=gen_len, ignore_eos=True,
-                   cluster=cluster_of(threads_per_stage))  # fmt: skip
+                   cluster=cluster_of(threads_per_stage), ring=ring)  # fmt: skip
     return result.metrics
 
 
@@ -153,6 +155,12 @@ def main_sections(args) -> dict:
             print(f"2. two stages {two.tokens_per_s:.2f} tok/s vs one {one.tokens_per_s:.2f}: "
                   f"{two.tokens_per_s / one.tokens_per_s:.2f}x (stage busy "
                   f"{[round(s['busy_fraction'], 2) for s in two.stages]})")  # fmt: skip
+            dist = serve_run(model_dir, two_plan, prompts, tmp / "two-dist", G,
+                             max(1, threads // 2), ring="dist")  # fmt: skip
+            results["two_stage_dist_vs_sockets"] = dist.tokens_per_s / two.tokens_per_s
+            print(f"   the same over torch.distributed (gloo, receives posted ahead): "
+                  f"{dist.tokens_per_s:.2f} tok/s, {dist.tokens_per_s / two.tokens_per_s:.2f}x "
+                  f"the sockets ring")  # fmt: skip
 
             bandwidth = measure_bandwidth_GBps()  # with ``threads`` threads, as the decode run
             results["bandwidth_GBps"] = bandwidth
@@ -180,7 +188,8 @@ def cpu_hetero_section(args, model_dir: Path, tmp: Path) -> dict:
     two one-core workers with budgets scaled to this model): the ``cpu`` cost table of this
     model is measured first (one thread, as each worker runs), every method is planned on it
     with the analytic indicator (llmpq under a Σω budget equal to the worst baseline's, θ = 0),
-    simulated, and served for real; measured tokens/s beside the simulator's."""
+    simulated, and served for real ``--hetero-repeats`` times, the methods in turn each round;
+    the median run's tokens/s beside the simulator's, with every run's."""
     from llmpq.cluster import load_cluster
     from llmpq.costmodel.tables import cost_table_path, save_cost_table
     from llmpq.indicator import analytic_indicator
@@ -211,13 +220,19 @@ def cpu_hetero_section(args, model_dir: Path, tmp: Path) -> dict:
     } | plans
     prompts = synthetic_prompts(w.batch_size, w.prompt_len, VOCAB, seed=2)
     out: dict = {"cluster": cluster.name, "workload": w.to_dict(), "methods": {}}
+    runs: dict[str, list] = {method: [] for method in plans}
+    for r in range(args.hetero_repeats):  # rounds over the methods: drift hits them alike
+        for method, plan in plans.items():
+            runs[method].append(serve(plan, model_dir, prompts, tmp / f"hetero-{method}-{r}",
+                                      gen_len=w.gen_len, ignore_eos=True,
+                                      cluster=cluster).metrics)  # fmt: skip
     for method, plan in plans.items():
         sim = simulate(plan, problem)
         predicted = sim.tokens_per_s
-        m = serve(plan, model_dir, prompts, tmp / f"hetero-{method}", gen_len=w.gen_len,
-                  ignore_eos=True, cluster=cluster).metrics  # fmt: skip
+        m = sorted(runs[method], key=lambda x: x.tokens_per_s)[len(runs[method]) // 2]  # median
         record = {"measured_tokens_per_s": m.tokens_per_s, "predicted_tokens_per_s": predicted,
                   "measured_over_predicted": m.tokens_per_s / predicted,
+                  "measured_tokens_per_s_runs": [x.tokens_per_s for x in runs[method]],
                   "prefill_s": {"measured": m.prefill_s, "predicted": sim.prefill_s},
                   "decode_s": {"measured": m.decode_s, "predicted": sim.decode_s},
                   "stage_busy_s": {"measured": [s["busy_s"] for s in m.stages],
@@ -230,9 +245,10 @@ def cpu_hetero_section(args, model_dir: Path, tmp: Path) -> dict:
                                   plan.micro_batch.decode_count],
                   "sum_omega": plan.quality.sum_omega}  # fmt: skip
         out["methods"][method] = record
-        print(f"   {method:<9} measured {m.tokens_per_s:7.2f} tok/s, simulated {predicted:7.2f} "
-              f"({m.tokens_per_s / predicted:.2f}x); bits {record['bits']}, layers "
-              f"{record['layers']}, micro-batches {record['micro_batch']}")  # fmt: skip
+        each = ", ".join(f"{x:.1f}" for x in record["measured_tokens_per_s_runs"])
+        print(f"   {method:<9} measured {m.tokens_per_s:7.2f} tok/s (median of {each}), simulated "
+              f"{predicted:7.2f} ({m.tokens_per_s / predicted:.2f}x); bits {record['bits']}, "
+              f"layers {record['layers']}, micro-batches {record['micro_batch']}")  # fmt: skip
         pairs = list(zip(m.stages, sim.stages, strict=True))
         ratios = {k: [round(a[k] / getattr(b, k), 2) for a, b in pairs]
                   for k in ("prefill_busy_s", "decode_busy_s")}  # fmt: skip
@@ -257,6 +273,8 @@ def main() -> None:
     parser.add_argument("--skip-hetero", action="store_true")
     parser.add_argument("--skip-basics", action="store_true", help="only the cpu_hetero section")
     parser.add_argument("--hetero-batch", type=int, default=8)
+    parser.add_argument("--hetero-repeats", type=int, default=3,
+                        help="serve each plan this many times (interleaved); report the median")  # fmt: skip
     args = parser.parse_args()
     results = main_sections(args)
     if args.json:

@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rendezvous options for several nodes (replace --standalone)")  # fmt: skip
     p.add_argument("--launcher", default="torchrun", choices=("torchrun", "threads"),
                    help="threads: all stages in this process (debugging)")  # fmt: skip
+    p.add_argument("--ring", default="auto", choices=("auto", "sockets", "dist"),
+                   help="how stages pass messages: auto = TCP sockets between CPU stages of one "
+                        "host, torch.distributed (gloo/NCCL) otherwise")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             args.plan, args.model, args.prompts, args.out, cluster=args.cluster,
             synthetic=args.synthetic, seed=args.seed, temperature=args.temperature,
             top_p=args.top_p, gen_len=args.gen_len, quantized=args.quantized,
-            group_size=args.group_size, launcher=args.launcher,
+            group_size=args.group_size, launcher=args.launcher, ring=args.ring,
             torchrun_args=shlex.split(args.torchrun_args),
             stage_timeout_s=args.stage_timeout_s,
         )  # fmt: skip

@@ -62,6 +62,7 @@ class Job:
     stage_timeout_s: float = 30.0  # a receive waiting longer means the sender died or hangs
     load_timeout_s: float = 600.0  # all stages loaded (the barrier before the run)
     fault: Fault | None = None
+    ring: str = "auto"  # the stages' transport: auto, sockets or dist (see RINGS)
 
     @property
     def plan_obj(self) -> Plan:

@@ -68,6 +68,7 @@ from llmpq.workload import Workload
 KILL_GRACE_s = 3.0  # after a stage reports a failure, torchrun's own teardown gets this long
 POLL_s = 0.1
 LAUNCHERS = ("torchrun", "threads")
+RINGS = ("auto", "sockets", "dist")  # how torchrun's stages pass messages (llmpq.runtime.worker)
 
 
 class ServeFailed(RuntimeError):
@@ -265,19 +266,24 @@ def serve(
     stage_timeout_s: float = 30.0,
     load_timeout_s: float = 600.0,
     fault: Fault | None = None,
+    ring: str = "auto",
 ) -> ServeResult:
     """Run ``plan`` on ``prompts`` (or ``synthetic=True``: the plan's workload of random ids,
     ignoring end-of-sequence) and write ``out_dir/outputs.jsonl`` and ``metrics.json``.
 
     ``gen_len`` defaults to the plan's workload; ``quantized`` is a pre-quantized file
     (``llmpq.quant.quantize_model(...).save``) for the plan's bits, else 3/4/8-bit layers are
-    RTN-quantized as they load (``group_size``). ``fault`` is a test hook.
+    RTN-quantized as they load (``group_size``). ``ring``: ``auto`` (TCP sockets between CPU
+    stages of one host, else ``torch.distributed``), ``sockets`` or ``dist``. ``fault`` is a
+    test hook.
     """
     start = time.perf_counter()
     plan = plan if isinstance(plan, Plan) else load_plan(plan)
     cluster = load_cluster(cluster) if isinstance(cluster, (str, Path)) else cluster
     if launcher not in LAUNCHERS:
         raise UserError("launcher", launcher, f"use one of {list(LAUNCHERS)}")
+    if ring not in RINGS:
+        raise UserError("ring", ring, f"use one of {list(RINGS)}")
     model_dir = Path(model_dir)
     ckpt = Checkpoint(model_dir)
     spec = ModelSpec.from_hf_config(ckpt.config_dict(), name=model_dir.name)
@@ -304,7 +310,7 @@ def serve(
         gen_len=gen_len, sampling=Sampling(temperature, top_p, seed), eos_ids=eos_ids,
         pad_id=pad_id, quantized=None if quantized is None else str(Path(quantized).resolve()),
         group_size=group_size, stage_timeout_s=stage_timeout_s, load_timeout_s=load_timeout_s,
-        fault=fault,
+        fault=fault, ring=ring,
     )  # fmt: skip
     schedule_of(job, ids.shape[0])  # the micro-batches must hold the batch
     served = Workload(ids.shape[0], ids.shape[1], gen_len)

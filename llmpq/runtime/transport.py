@@ -96,17 +96,22 @@ class Frames:
         return HEADER_BYTES + rows * q * self.hidden_size * self.hidden_dtype.itemsize
 
 
-def encode(msg: Message, nbytes: int, device: torch.device) -> torch.Tensor:
-    """The frame of ``msg``: uint8 [nbytes], header then the payload's bytes (then padding)."""
+def header_of(msg: Message) -> list[int]:
+    """The ``HEADER_LEN`` int64 words that announce ``msg``: kind, micro-batch, ndim, dims."""
     shape = list(msg.payload.shape) if msg.payload is not None else []
     header = [msg.kind, msg.micro_batch, len(shape), *shape]
-    header += [0] * (HEADER_LEN - len(header))
+    return header + [0] * (HEADER_LEN - len(header))
+
+
+def encode(msg: Message, nbytes: int, device: torch.device) -> torch.Tensor:
+    """The frame of ``msg``: uint8 [nbytes], header then the payload's bytes (then padding)."""
+    header = header_of(msg)
     frame = torch.empty(nbytes, dtype=torch.uint8, device=device)
     frame[:HEADER_BYTES].view(torch.long).copy_(torch.tensor(header, dtype=torch.long))
     if msg.payload is not None:
         data = msg.payload.contiguous().view(-1).view(torch.uint8)
         if HEADER_BYTES + data.numel() > nbytes:
-            raise ValueError(f"a {KIND_NAMES[msg.kind]} payload of {list(shape)} overflows "
+            raise ValueError(f"a {KIND_NAMES[msg.kind]} payload of {list(msg.payload.shape)} overflows "
                              f"its {nbytes}-byte frame")  # fmt: skip
         frame[HEADER_BYTES : HEADER_BYTES + data.numel()].copy_(data)
     return frame

@@ -39,6 +39,7 @@ from llmpq.runtime.budget import check_stage_budget
 from llmpq.runtime.job import Fault, Job, JobDir
 from llmpq.runtime.pipeline import Batch, StagePipeline
 from llmpq.runtime.schedule import Schedule
+from llmpq.runtime.sockets import SocketTransport
 from llmpq.runtime.transport import DistTransport, Frames, PeerLost, QueueTransport
 from llmpq.workload import Workload
 
@@ -163,6 +164,24 @@ def run_stage(
     return report, tokens
 
 
+def ring_transport(job: Job, rank: int, world: int, device: torch.device, one_host: bool,
+                   batch_shape: tuple[int, int]):  # fmt: skip
+    """The ring for stage ``rank``: none to speak of for one stage; with ``job.ring`` "auto",
+    TCP sockets between CPU stages of one host (:mod:`llmpq.runtime.sockets`), else
+    ``torch.distributed`` frames (gloo between hosts, NCCL on GPUs), receives posted ahead;
+    "sockets" or "dist" force one."""
+    from llmpq.quant.apply import sixteen_bit_dtype
+
+    if world == 1:
+        return QueueTransport.ring(1, job.stage_timeout_s)[0]
+    dtype = sixteen_bit_dtype(device)
+    if job.ring == "sockets" or (job.ring == "auto" and device.type == "cpu" and one_host):
+        return SocketTransport.connect(rank, world, dtype, job.stage_timeout_s)
+    hidden = Checkpoint(Path(job.model_dir)).config().hidden_size
+    frames = Frames.of(schedule_of(job, batch_shape[0]), batch_shape[1], hidden, dtype)
+    return DistTransport(rank, world, device, frames, job.stage_timeout_s)
+
+
 def _on_sigterm(jd: JobDir, rank: int) -> None:
     def handler(signum, frame) -> None:
         jd.write_status(rank, "terminated", signal=signum)
@@ -191,15 +210,8 @@ def main(job_dir: str) -> int:
         dist.init_process_group(
             "nccl" if cuda else "gloo", timeout=timedelta(seconds=job.load_timeout_s)
         )
-        if world == 1:
-            transport = QueueTransport.ring(1, job.stage_timeout_s)[0]
-        else:
-            from llmpq.quant.apply import sixteen_bit_dtype
-
-            hidden = Checkpoint(Path(job.model_dir)).config().hidden_size
-            frames = Frames.of(schedule_of(job, ids.shape[0]), ids.shape[1], hidden,
-                               sixteen_bit_dtype(device))  # fmt: skip
-            transport = DistTransport(rank, world, device, frames, job.stage_timeout_s)
+        one_host = int(os.environ.get("LOCAL_WORLD_SIZE", world)) == world  # set by torchrun
+        transport = ring_transport(job, rank, world, device, one_host, ids.shape)
         report, tokens = run_stage(
             job, rank, ids, mask, transport, dist.barrier, device,
             lambda state, **info: jd.write_status(rank, state, **info),

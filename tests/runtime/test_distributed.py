@@ -50,27 +50,31 @@ def test_cli_three_stages_match_hf_generate(tiny_default, tmp_path, capsys):
         assert metrics["measured"][name] > 0
     assert [s["threads"] for s in metrics["stages"]] == [1, 1, 1]
     assert all(s["busy_s"] > 0 and s["peak_memory_bytes"] > 0 for s in metrics["stages"])
+    for s in metrics["stages"]:  # busy split by phase: prefill passes (+ regrouping), decode
+        assert s["prefill_busy_s"] > 0 and s["decode_busy_s"] > 0
+        assert s["prefill_busy_s"] + s["decode_busy_s"] == pytest.approx(s["busy_s"])
     assert not list(out.glob(".serve-*"))  # the job folder is gone after success
     # bad input: one line, exit 2, before any process starts
     assert main(["serve", *args, "--prompts", str(tmp_path / "none.jsonl"), "--out", str(out)]) == 2
     assert "prompts file" in capsys.readouterr().err
 
 
-def test_two_stage_llama_gqa_over_gloo_matches_hf(tiny_families, tmp_path):
+@pytest.mark.parametrize("ring", ["sockets", "dist"])  # one host's CPU stages: auto = sockets
+def test_two_stage_llama_gqa_matches_hf_over_either_ring(tiny_families, tmp_path, ring):
     tiny, hf_tokens = tiny_families["llama-gqa"]
     plan = make_plan(tiny.path, [(0, 3), (3, 4)], (2, 2, 2))
-    result = serve(plan, tiny.path, id_prompts(tiny.ids, tiny.mask), tmp_path)
+    result = serve(plan, tiny.path, id_prompts(tiny.ids, tiny.mask), tmp_path, ring=ring)
     want = generated(hf_tokens, tiny.ids.shape[1], generation_ids(tiny.path)[0])
     assert [list(o.token_ids) for o in result.outputs] == want
     assert result.metrics.stages[1]["layers"] == [3, 4]
 
 
-@pytest.mark.parametrize("action", ["kill", "hang"])
-def test_a_stage_that_dies_or_hangs_fails_the_run_naming_it(tiny_default, tmp_path, action):
+@pytest.mark.parametrize(("action", "ring"), [("kill", "auto"), ("hang", "auto"), ("kill", "dist")])
+def test_a_stage_that_dies_or_hangs_fails_the_run_naming_it(tiny_default, tmp_path, action, ring):
     plan = make_plan(tiny_default, [(0, 1), (1, 2)], (1, 1, 3), gen_len=16)
     start = time.monotonic()
     with pytest.raises(ServeFailed, match=r"stage 1 \(cpu-1, layers \[1, 2\)\) died or hung"):
-        serve(plan, tiny_default, PROMPTS, tmp_path, stage_timeout_s=5,
+        serve(plan, tiny_default, PROMPTS, tmp_path, stage_timeout_s=5, ring=ring,
               fault=Fault(stage=1, action=action, after_sends=4))  # fmt: skip
     assert time.monotonic() - start < 60
     time.sleep(0.5)

@@ -130,3 +130,67 @@ def test_three_stages_pass_every_frame_in_order_with_receives_posted_ahead(tmp_p
         assert [k for k, _, _ in got] == kinds
         # after every frame but STOP, the next receive is already posted (one ahead)
         assert [posted for _, _, posted in got] == [1] * (len(kinds) - 1) + [0]
+
+
+def _socket_ring(world: int, timeout_s: float = 10.0) -> list:
+    """``world`` connected SocketTransports in one process (threads swap the ports)."""
+    import threading
+
+    from llmpq.runtime.sockets import SocketTransport
+
+    ports: list = [None] * world
+    barrier = threading.Barrier(world)
+    out: list = [None] * world
+
+    def gather_for(rank: int):
+        def all_gather(port):
+            ports[rank] = port
+            barrier.wait()
+            return list(ports)
+
+        return all_gather
+
+    def one(rank: int) -> None:
+        out[rank] = SocketTransport.connect(rank, world, torch.bfloat16, timeout_s,
+                                            all_gather=gather_for(rank))  # fmt: skip
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_the_socket_ring_carries_every_kind_of_message_exactly() -> None:
+    ring = _socket_ring(3)
+    hidden = torch.randn(2, 5, H).to(torch.bfloat16)
+    sent = [Message(PREFILL, 1, hidden), Message(DECODE, 0, hidden[:, -1:]),
+            Message(DECODE, 1, torch.tensor([7, 3])), Message(STOP)]  # fmt: skip
+    for msg in sent:
+        ring[0].send(msg)
+        got = ring[1].recv()
+        assert (got.kind, got.micro_batch) == (msg.kind, msg.micro_batch)
+        if msg.payload is None:
+            assert got.payload is None
+        else:
+            assert got.payload.dtype == msg.payload.dtype
+            assert torch.equal(got.payload, msg.payload)
+    ring[2].send(Message(DECODE, 0, torch.tensor([1, 2])))  # the last stage back to the first
+    assert torch.equal(ring[0].recv().payload, torch.tensor([1, 2]))
+    for t in ring:
+        t.close()
+
+
+def test_a_closed_or_silent_socket_peer_is_lost_naming_it() -> None:
+    from llmpq.runtime.transport import PeerLost
+
+    ring = _socket_ring(2, timeout_s=0.5)
+    with pytest.raises(PeerLost, match="nothing received for 0.5 s") as silent:
+        ring[1].recv()
+    assert silent.value.peer == 0
+    ring[0].close()  # stage 0 exits
+    with pytest.raises(PeerLost, match="connection closed") as closed:
+        ring[1].recv()
+    assert closed.value.peer == 0
+    ring[1].close()
