@@ -10,7 +10,8 @@ Usage::
 
 Modules, one concept each: ``launch`` (``serve``: checks, torchrun, outputs), ``worker`` (one
 stage process), ``pipeline`` (a stage's part of the schedule), ``schedule`` (the micro-batches),
-``kvcache`` (regrouping caches), ``transport`` (the ring of messages), ``sampling``, ``prompts``,
+``kvcache`` (regrouping caches), ``transport`` (the ring of messages over ``torch.distributed``
+or in-process queues), ``sockets`` (the ring of one host's CPU stages), ``sampling``, ``prompts``,
 ``budget`` (memory need vs budget), ``job`` (launcher -> worker files), ``metrics``.
 """
 

@@ -15,7 +15,10 @@ What happens: the plan is checked against the cluster and every stage's memory n
 its budget (the memory model: an over-budget stage fails here, before any process starts); the
 prompts are tokenized and left-padded to one length; the job goes to ``DIR/.serve-XXXX/``;
 ``python -m torch.distributed.run --standalone --nproc-per-node N -m llmpq.runtime.worker``
-starts the stages (:mod:`llmpq.runtime.worker`); the first stage's tokens become
+starts the stages (:mod:`llmpq.runtime.worker`), which pass hidden states and token ids around
+the ring (``ring="auto"``: TCP sockets between CPU stages of one host,
+:mod:`llmpq.runtime.sockets`; ``torch.distributed`` frames otherwise,
+:mod:`llmpq.runtime.transport`); the first stage's tokens become
 ``DIR/outputs.jsonl`` (``{"id", "text", "token_ids"}``, generated tokens only, up to and
 including an end-of-sequence token) and the reports ``DIR/metrics.json``
 (:mod:`llmpq.runtime.metrics`), both written atomically and only on success.
