@@ -19,6 +19,7 @@ paper's ILP, for comparison).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from llmpq.errors import UserError
 from llmpq.plan import Plan, Prediction, QualityTarget, SolverReport, Stage
@@ -28,6 +29,7 @@ from llmpq.planner.search import CoefficientCache, Incumbent, search
 from llmpq.planner.time_model import Evaluation, evaluate_stages
 
 METHODS = ("llmpq", "pipeedge", "uniform", "adabits")
+START_METHODS = METHODS[1:]  # the baselines llmpq's search starts from
 
 __all__ = [
     "METHODS",
@@ -80,10 +82,13 @@ def make_plan(
     method: str = "llmpq",
     options: SolverOptions = DEFAULT_SOLVER,
     cache: CoefficientCache | None = None,
+    starts: Mapping[str, Plan] | None = None,
 ) -> Plan:
     """Plan with ``method``; llmpq's search starts from the baselines that meet the target.
     ``cache`` (a :class:`CoefficientCache` of the problem) makes re-planning under another θ or
-    budget cheaper."""
+    budget cheaper, and so does ``starts``: baseline plans already made for this model, cluster
+    and workload, by method (the search re-prices them under this problem's target; the
+    baselines of ``START_METHODS`` not given are planned here)."""
     from llmpq.planner import baselines
 
     if method not in METHODS:
@@ -98,15 +103,19 @@ def make_plan(
             time.perf_counter() - clock,
         )  # fmt: skip
         return plan_from_incumbent(problem, found, method, report)
-    starts = []
-    for name in ("pipeedge", "uniform", "adabits"):  # inside the search space: never worse
+    given = dict(starts or {})
+    start_plans = []
+    for name in START_METHODS:  # inside the search space: never worse
+        if name in given:
+            start_plans.append(given[name])
+            continue
         try:
             found = (baselines.adabits(problem, options) if name == "adabits"
                      else getattr(baselines, name)(problem))  # fmt: skip
-            starts.append(plan_from_incumbent(problem, found, name, SolverReport(name, "start")))
+            start_plans.append(plan_from_incumbent(problem, found, name, SolverReport(name, "start")))
         except UserError:
             pass
-    result = search(problem, options, starts=starts, cache=cache)
+    result = search(problem, options, starts=start_plans, cache=cache)
     report = SolverReport(
         options.name.upper(), result.status, result.objective, result.bound, result.gap,
         time.perf_counter() - clock,

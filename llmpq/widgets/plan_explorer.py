@@ -113,16 +113,17 @@ class PlanExplorer:
             if self._coefficients is None or not self._coefficients.serves(problem):
                 self._coefficients = CoefficientCache(problem)
             cache = self._coefficients
-            self.plan, self.error = run_guarded(
-                self.out, lambda: make_plan(problem, "llmpq", self.options, cache)
-            )
-        if self.plan is not None:
-            key = id(self.inputs.problem())
+            key = id(self.inputs.problem())  # baselines do not depend on the quality target
             if key not in self._baseline_cache:
                 self._baseline_cache = {
                     key: plan_baselines(problem, self.baseline_methods, self.options)
                 }
             self.baselines = self._baseline_cache[key]
+            starts = {m: p for m, p in self.baselines.items() if isinstance(p, Plan)}
+            self.plan, self.error = run_guarded(
+                self.out, lambda: make_plan(problem, "llmpq", self.options, cache, starts)
+            )
+        if self.plan is not None:
             figure = pipeline_figure(self.plan, problem.cluster, self.baselines)
             show(self.out, figure,
                  f"<div class='llmpq-plan-summary'>{self.plan._repr_html_()}</div>")  # fmt: skip

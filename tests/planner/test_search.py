@@ -144,3 +144,18 @@ def test_a_cache_serves_every_theta_and_changes_nothing() -> None:
         cached, fresh = make_plan(problem, "llmpq", cache=cache), make_plan(problem, "llmpq")
         assert cached.stages == fresh.stages and cached.micro_batch == fresh.micro_batch
     assert cache.memo  # filled once, reused
+
+
+def test_given_baseline_starts_are_not_planned_again_and_change_nothing(monkeypatch) -> None:
+    from llmpq.planner import START_METHODS, baselines
+
+    base = _paper_problem("03", "opt-30b", theta=0.0)
+    starts = {m: make_plan(base, m) for m in START_METHODS}  # made under another target
+    for theta in (0.0, 100.0):
+        problem = base.with_quality(theta=theta)
+        fresh = make_plan(problem, "llmpq")
+        with monkeypatch.context() as patched:
+            for name in START_METHODS:  # planning a baseline again would fail the test
+                patched.setattr(baselines, name, lambda *a, **k: pytest.fail("planned again"))
+            given = make_plan(problem, "llmpq", starts=starts)
+        assert given.stages == fresh.stages and given.micro_batch == fresh.micro_batch
