@@ -16,7 +16,7 @@ A message travels as one **frame**: a 64-byte header (int64 ``[kind, micro_batch
 d1, d2, 0, 0]``) and the payload's bytes (hidden states ``[b, q, H]`` between stages, token ids
 ``[b]`` from the last stage to the first; none for STOP), padded to the size every frame of its
 phase has (:class:`Frames`: the largest micro-batch of the phase). Fixed sizes let each stage
-**post its receive ahead**: a stage other than the first posts the receive of its next frame
+**post its receive ahead** (on CPU; :class:`DistTransport` says why not on CUDA): a stage other than the first posts the receive of its next frame
 as soon as a frame arrives, before computing on it, and the first stage posts the receive of a
 reply when it sends the micro-batch. Why: gloo's point-to-point transfer is a rendezvous (the
 sender's data goes out once the receiver's "ready" notice has reached the sender's transport
@@ -131,19 +131,32 @@ def decode(frame: torch.Tensor, hidden_dtype: torch.dtype) -> Message:
 
 class DistTransport:
     """The ring over ``torch.distributed`` point-to-point (gloo on CPU, NCCL on CUDA), one frame
-    per message, receives posted ahead (see the module notes)."""
+    per message; receives posted ahead on CPU (see the module notes).
+
+    ``post_ahead`` (default: on CPU only) posts each receive before it is needed. Not on CUDA:
+    NCCL runs a receive and a send between the same two ranks on one stream, in order, so in a
+    two-stage ring a receive posted ahead would hold back the very send it waits for. There a
+    receive is posted when ``recv`` is called, as the frames' fixed sizes still allow.
+    """
 
     def __init__(
-        self, rank: int, world: int, device: torch.device, frames: Frames, timeout_s: float
-    ) -> None:
+        self, rank: int, world: int, device: torch.device, frames: Frames, timeout_s: float,
+        post_ahead: bool | None = None,
+    ) -> None:  # fmt: skip
         self.rank, self.world, self.device, self.frames = rank, world, device, frames
         self.next, self.prev = (rank + 1) % world, (rank - 1) % world
         self.timeout = timedelta(seconds=timeout_s)
+        self.post_ahead = device.type == "cpu" if post_ahead is None else post_ahead
         self._in_flight: list[tuple[object, torch.Tensor]] = []  # sends and their frames
         self._posted: deque[tuple[object, torch.Tensor]] = deque()  # receives, in order
+        self._replies: deque[int] = deque()  # stage 0: kinds of the replies still to post
         self._prefills_received = 0
-        if rank != 0:
-            self._post(PREFILL if frames.prefill_count else DECODE)
+        if rank != 0 and self.post_ahead:
+            self._post(self._next_kind())
+
+    def _next_kind(self) -> int:
+        """The kind of frame a stage other than the first receives next."""
+        return PREFILL if self._prefills_received < self.frames.prefill_count else DECODE
 
     def _post(self, kind: int) -> None:
         """Post the receive of the next frame from the previous stage (a ``kind`` frame)."""
@@ -161,7 +174,9 @@ class DistTransport:
         import torch.distributed as dist
 
         if self.rank == 0 and msg.kind != STOP:
-            self._post(msg.kind)  # its reply: the tokens of this micro-batch, in send order
+            self._replies.append(msg.kind)  # its reply: this micro-batch's tokens, in send order
+            if self.post_ahead:
+                self._post(self._replies.popleft())
         size = self.frames.nbytes(DECODE if msg.kind == STOP else msg.kind, self.next == 0)
         frame = encode(msg, size, self.device)
         work = dist.isend(frame, self.next)
@@ -176,15 +191,17 @@ class DistTransport:
             raise PeerLost(self.prev, detail) from None
 
     def recv(self) -> Message:
-        if not self._posted:
-            raise RuntimeError(f"stage {self.rank} receives with no receive posted")
+        if not self._posted:  # not posted ahead: post it now
+            if self.rank == 0 and not self._replies:
+                raise RuntimeError("stage 0 receives with no micro-batch out")
+            self._post(self._replies.popleft() if self.rank == 0 else self._next_kind())
         work, frame = self._posted.popleft()
         self._wait(work)
         msg = decode(frame, self.frames.hidden_dtype)
-        if self.rank != 0 and msg.kind != STOP:  # another frame follows: post it now
+        if self.rank != 0 and msg.kind != STOP:
             self._prefills_received += msg.kind == PREFILL
-            more_prefill = self._prefills_received < self.frames.prefill_count
-            self._post(PREFILL if more_prefill else DECODE)
+            if self.post_ahead:  # another frame follows: post its receive now
+                self._post(self._next_kind())
         return msg
 
     def close(self) -> None:

@@ -71,7 +71,7 @@ def test_a_payload_larger_than_its_frame_is_refused() -> None:
                frames.nbytes(DECODE, tokens=False), CPU)  # fmt: skip
 
 
-def _ring_rank(rank: int, world: int, store: str, out: str) -> None:
+def _ring_rank(rank: int, world: int, store: str, out: str, ahead: bool) -> None:
     """The schedule's traffic: stage 0 sends prefill and decode micro-batches of uneven sizes
     and STOP; each other stage forwards them (adding its rank), the last returns token ids."""
     import torch.distributed as dist
@@ -79,7 +79,7 @@ def _ring_rank(rank: int, world: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank,
                             world_size=world, timeout=timedelta(seconds=60))  # fmt: skip
-    t = DistTransport(rank, world, CPU, _frames(), timeout_s=30)
+    t = DistTransport(rank, world, CPU, _frames(), timeout_s=30, post_ahead=ahead)
     seen = []
     if rank == 0:
         for mb, (s, e) in enumerate(SCHEDULE.prefill_slices):
@@ -112,10 +112,11 @@ def _ring_rank(rank: int, world: int, store: str, out: str) -> None:
     dist.destroy_process_group()
 
 
-def test_three_stages_pass_every_frame_in_order_with_receives_posted_ahead(tmp_path) -> None:
+@pytest.mark.parametrize("ahead", [True, False])  # CPU posts ahead; CUDA (NCCL) posts on recv
+def test_three_stages_pass_every_frame_in_order(tmp_path, ahead: bool) -> None:
     world = 3
-    mp.start_processes(_ring_rank, args=(world, str(tmp_path / "store"), str(tmp_path / "out")),
-                       nprocs=world, join=True, start_method="spawn")  # fmt: skip
+    mp.start_processes(_ring_rank, nprocs=world, join=True, start_method="spawn",
+                       args=(world, str(tmp_path / "store"), str(tmp_path / "out"), ahead))  # fmt: skip
     first = json.loads((tmp_path / "out.0").read_text())
     added = sum(range(1, world))  # each later stage adds its rank
     prefill_rows = [e - s for s, e in SCHEDULE.prefill_slices]
@@ -128,8 +129,8 @@ def test_three_stages_pass_every_frame_in_order_with_receives_posted_ahead(tmp_p
         got = json.loads((tmp_path / f"out.{rank}").read_text())
         kinds = [PREFILL] * len(prefill_rows) + [DECODE] * len(decode_rows) + [STOP]
         assert [k for k, _, _ in got] == kinds
-        # after every frame but STOP, the next receive is already posted (one ahead)
-        assert [posted for _, _, posted in got] == [1] * (len(kinds) - 1) + [0]
+        # posted ahead: after every frame but STOP, the next receive is already posted
+        assert [posted for _, _, posted in got] == [int(ahead)] * (len(kinds) - 1) + [0]
 
 
 def _socket_ring(world: int, timeout_s: float = 10.0) -> list:
