@@ -32,6 +32,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llmpq.models.stage import PipelineStage
+
 PACKED_DTYPE = torch.bfloat16
 BATCH_HINT = 1  # oneDNN's layout hint: decode-sized; prefill shapes run as fast either way
 
@@ -82,12 +84,11 @@ def _shared(weight: torch.Tensor, others: list[torch.Tensor]) -> bool:
     return any(weight.data_ptr() == t.data_ptr() for t in others)
 
 
-def pack_dense_linears(stage: nn.Module) -> nn.Module:
+def pack_dense_linears(stage: PipelineStage) -> PipelineStage:
     """Swap the ``nn.Linear`` modules left in a pipeline stage's layers and LM head (the 16-bit
     ones) for :func:`dense_linear`, in place; a no-op where packing is not available."""
-    embed = getattr(stage, "embed", None)
-    embed_weights = [] if embed is None else list(embed.parameters())
-    for part in (getattr(stage, "layers", None), getattr(stage, "head", None)):
+    embed_weights = [] if stage.embed is None else list(stage.embed.parameters())
+    for part in (stage.layers, stage.head):
         if part is None:
             continue
         linears = [(n, m) for n, m in part.named_modules() if type(m) is nn.Linear]

@@ -21,20 +21,12 @@ that hangs sends nothing and the receive raises it after ``timeout_s``.
 
 from __future__ import annotations
 
-import math
 import socket
 from collections.abc import Callable
 
 import torch
 
-from llmpq.runtime.transport import (
-    HEADER_LEN,
-    STOP,
-    TOKEN_DTYPE,
-    Message,
-    PeerLost,
-    header_of,
-)
+from llmpq.runtime.transport import HEADER_LEN, Header, Message, PeerLost, header_of
 
 BUFFER_BYTES = 4 * 1024 * 1024
 LOOPBACK = "127.0.0.1"
@@ -112,16 +104,12 @@ class SocketTransport:
             got += n
 
     def recv(self) -> Message:
-        header = torch.empty(HEADER_LEN, dtype=torch.long)
-        self._read_into(memoryview(header.numpy()).cast("B"))
-        kind, micro_batch, ndim, *dims = header.tolist()
-        if kind == STOP:
-            return Message(STOP, micro_batch)
-        shape = dims[:ndim]
-        dtype = self.hidden_dtype if ndim == 3 else TOKEN_DTYPE
-        payload = torch.empty(math.prod(shape) * dtype.itemsize, dtype=torch.uint8)
-        self._read_into(memoryview(payload.numpy()))
-        return Message(kind, micro_batch, payload.view(dtype).view(shape))
+        words = torch.empty(HEADER_LEN, dtype=torch.long)
+        self._read_into(memoryview(words.numpy()).cast("B"))
+        header = Header.read(words.tolist(), self.hidden_dtype)
+        data = torch.empty(header.payload_bytes, dtype=torch.uint8)
+        self._read_into(memoryview(data.numpy()))
+        return header.message(data)
 
     def close(self) -> None:
         for sock in (self.out_sock, self.in_sock):
@@ -129,4 +117,3 @@ class SocketTransport:
                 sock.close()
             except OSError:
                 pass
-

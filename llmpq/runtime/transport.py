@@ -16,9 +16,10 @@ A message travels as one **frame**: a 64-byte header (int64 ``[kind, micro_batch
 d1, d2, 0, 0]``) and the payload's bytes (hidden states ``[b, q, H]`` between stages, token ids
 ``[b]`` from the last stage to the first; none for STOP), padded to the size every frame of its
 phase has (:class:`Frames`: the largest micro-batch of the phase). Fixed sizes let each stage
-**post its receive ahead** (on CPU; :class:`DistTransport` says why not on CUDA): a stage other than the first posts the receive of its next frame
-as soon as a frame arrives, before computing on it, and the first stage posts the receive of a
-reply when it sends the micro-batch. Why: gloo's point-to-point transfer is a rendezvous (the
+**post its receive ahead** (on CPU; :class:`DistTransport` says why not on CUDA): a stage
+other than the first posts the receive of its next frame as soon as a frame arrives, before
+computing on it, and the first stage posts the receive of a reply when it sends the
+micro-batch. Why: gloo's point-to-point transfer is a rendezvous (the
 sender's data goes out once the receiver's "ready" notice has reached the sender's transport
 thread), and while the sender computes on its one core that thread can wait milliseconds for
 the CPU. Measured on this project's 2-core machine: a receive posted 5 ms late behind a sender
@@ -111,22 +112,44 @@ def encode(msg: Message, nbytes: int, device: torch.device) -> torch.Tensor:
     if msg.payload is not None:
         data = msg.payload.contiguous().view(-1).view(torch.uint8)
         if HEADER_BYTES + data.numel() > nbytes:
-            raise ValueError(f"a {KIND_NAMES[msg.kind]} payload of {list(msg.payload.shape)} overflows "
-                             f"its {nbytes}-byte frame")  # fmt: skip
+            raise ValueError(f"a {KIND_NAMES[msg.kind]} payload of {list(msg.payload.shape)} "
+                             f"overflows its {nbytes}-byte frame")  # fmt: skip
         frame[HEADER_BYTES : HEADER_BYTES + data.numel()].copy_(data)
     return frame
 
 
+@dataclass(frozen=True)
+class Header:
+    """What a frame's header announces: the message and the payload's shape, dtype and bytes."""
+
+    kind: int
+    micro_batch: int
+    shape: tuple[int, ...]  # () for STOP
+    dtype: torch.dtype  # 3 dims are hidden states, 1 dim token ids
+
+    @classmethod
+    def read(cls, words: list[int], hidden_dtype: torch.dtype) -> Header:
+        """The header of ``words`` (the ``HEADER_LEN`` int64s of :func:`header_of`)."""
+        kind, micro_batch, ndim, *dims = words
+        dtype = hidden_dtype if ndim == 3 else TOKEN_DTYPE
+        return cls(kind, micro_batch, tuple(dims[:ndim]), dtype)
+
+    @property
+    def payload_bytes(self) -> int:
+        return 0 if self.kind == STOP else math.prod(self.shape) * self.dtype.itemsize
+
+    def message(self, data: torch.Tensor) -> Message:
+        """The message, its payload read from ``data`` (uint8, at least ``payload_bytes``)."""
+        if self.kind == STOP:
+            return Message(STOP, self.micro_batch)
+        payload = data[: self.payload_bytes].view(self.dtype).view(self.shape)
+        return Message(self.kind, self.micro_batch, payload)
+
+
 def decode(frame: torch.Tensor, hidden_dtype: torch.dtype) -> Message:
-    """The message in ``frame`` (the payload a view of it: 3 dims are hidden states)."""
-    kind, micro_batch, ndim, *dims = frame[:HEADER_BYTES].view(torch.long).tolist()
-    if kind == STOP:
-        return Message(STOP, micro_batch)
-    shape = dims[:ndim]
-    dtype = hidden_dtype if ndim == 3 else TOKEN_DTYPE
-    size = math.prod(shape) * dtype.itemsize
-    payload = frame[HEADER_BYTES : HEADER_BYTES + size].view(dtype).view(shape)
-    return Message(kind, micro_batch, payload)
+    """The message in ``frame`` (the payload a view of it)."""
+    header = Header.read(frame[:HEADER_BYTES].view(torch.long).tolist(), hidden_dtype)
+    return header.message(frame[HEADER_BYTES:])
 
 
 class DistTransport:

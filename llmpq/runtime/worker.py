@@ -153,7 +153,8 @@ def run_stage(
         "stage": rank, "device": s.device, "layers": list(s.layers), "bits": list(s.bits),
         "threads": torch.get_num_threads(), "load_s": load_s, "busy_s": result.busy_s,
         "prefill_busy_s": result.prefill_busy_s,
-        "decode_busy_s": result.busy_s - result.prefill_busy_s, "prefill_s": result.prefill_s, "decode_s": result.decode_s,
+        "decode_busy_s": result.busy_s - result.prefill_busy_s,
+        "prefill_s": result.prefill_s, "decode_s": result.decode_s,
         "forward_passes": result.micro_batches, "weights_bytes": weights_bytes,
         "kv_cache_bytes": result.kv_cache_bytes, "peak_memory_bytes": _peak_memory_bytes(device),
         "predicted_memory_bytes": need.total_bytes, "budget_bytes": stage_job.budget_bytes,
@@ -168,8 +169,8 @@ def ring_transport(job: Job, rank: int, world: int, device: torch.device, one_ho
                    batch_shape: tuple[int, int]):  # fmt: skip
     """The ring for stage ``rank``: none to speak of for one stage; with ``job.ring`` "auto",
     TCP sockets between CPU stages of one host (:mod:`llmpq.runtime.sockets`), else
-    ``torch.distributed`` frames (gloo between hosts, NCCL on GPUs), receives posted ahead;
-    "sockets" or "dist" force one."""
+    ``torch.distributed`` frames (gloo between hosts, NCCL on GPUs); "sockets" or "dist"
+    force one."""
     from llmpq.quant.apply import sixteen_bit_dtype
 
     if world == 1:
