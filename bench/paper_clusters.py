@@ -32,7 +32,8 @@ from llmpq.errors import UserError  # noqa: E402
 from llmpq.indicator import analytic_indicator  # noqa: E402
 from llmpq.models.spec import model_spec  # noqa: E402
 from llmpq.planner import SolverOptions, make_plan, planning_problem  # noqa: E402
-from llmpq.planner.ilp import instance_for, solve_instance  # noqa: E402
+from llmpq.planner.ilp import solve_instance  # noqa: E402
+from llmpq.planner.instance import instance_for  # noqa: E402
 from llmpq.planner.reference import solve_reference  # noqa: E402
 from llmpq.simulator import simulate  # noqa: E402
 from llmpq.workload import load_workload  # noqa: E402
@@ -80,6 +81,9 @@ def run_cluster(number: str, reference_limit_s: float, gap: float) -> dict:
     record["llmpq_bits"] = sorted(set(plan.bits_per_layer()))
     record["llmpq_micro_batch"] = [plan.micro_batch.prefill_size, plan.micro_batch.decode_size,
                                    plan.micro_batch.decode_count]  # fmt: skip
+    record["llmpq_devices_used"] = len(plan.stages)
+    record["llmpq_idle_devices"] = [d.device for d in plan.idle_devices]
+    record["llmpq_search_space"] = plan.solver.space
     best = max((record[f"{m}_tokens_per_s"] or 0.0) for m in BASELINES)
     record["best_baseline_tokens_per_s"] = best
     record["speedup_vs_best_baseline"] = record["llmpq_tokens_per_s"] / best if best else None
@@ -94,8 +98,8 @@ def run_cluster(number: str, reference_limit_s: float, gap: float) -> dict:
     record["reference_status"] = ref.solution.status
     record["reference_solve_s"] = ref.solution.seconds
     record["reference_binaries"] = ref.num_binaries
-    record["reference_objective"] = ref.found.objective if ref.found else None
-    if ref.found is not None and math.isfinite(ref.found.objective):
+    record["reference_objective"] = ref.found.value if ref.found else None
+    if ref.found is not None and math.isfinite(ref.found.value):
         from llmpq.plan import SolverReport
         from llmpq.planner import plan_from_incumbent
 
@@ -113,7 +117,7 @@ def main() -> int:
     args = parser.parse_args()
     records = []
     head = (f"{'cluster':<9}{'model':<11}{'llmpq':>8}{'PipeEdge':>9}{'Uniform':>9}{'AdaBits':>9}"
-            f"{'speedup':>8}{'plan s':>8}{'gap':>7}{'ref s':>8}{'ref obj/ours':>13}")  # fmt: skip
+            f"{'speedup':>8}{'plan s':>8}{'gap':>7}{'used':>6}{'ref s':>8}{'ref obj/ours':>13}")  # fmt: skip
     print("simulated generated tokens/s; llmpq under a Σω budget = the worst baseline's quality")
     print(head)
     for number in args.clusters:
@@ -128,7 +132,8 @@ def main() -> int:
         print(f"{r['cluster']:<9}{r['model']:<11}{r['llmpq_tokens_per_s']:8.2f}"
               f"{fmt(r['pipeedge_tokens_per_s'])}{fmt(r['uniform_tokens_per_s'])}"
               f"{fmt(r['adabits_tokens_per_s'])}{r['speedup_vs_best_baseline']:8.2f}"
-              f"{r['llmpq_planning_s']:8.2f}{r['llmpq_gap']:7.2%}{r['reference_solve_s']:8.1f}"
+              f"{r['llmpq_planning_s']:8.2f}{r['llmpq_gap']:7.2%}"
+              f"{r['llmpq_devices_used']:>3}/{len(r['devices']):<2}{r['reference_solve_s']:8.1f}"
               f"{(f'{ratio:13.4f}' if ratio else '—'.rjust(13))}"
               f"{'' if r['reference_status'] == 'OPTIMAL' else ' (' + r['reference_status'] + ')'}",
               flush=True)  # fmt: skip

@@ -19,11 +19,14 @@ Plan JSON (``schema_version`` 1)::
      "predicted": {"prefill_s": ..., "decode_s": ..., "makespan_s": ..., "tokens_per_s": ...,
                    "peak_memory_bytes": {"t4-0": ...}},
      "solver": {"name": "CBC", "status": "OPTIMAL", "objective": ..., "bound": ..., "gap": ...,
-                "seconds": ...},
-     "quality": {"theta": 1.0, "budget": null, "sum_omega": ...}}
+                "seconds": ..., "space": "every ordered subset of the devices"},
+     "quality": {"theta": 1.0, "budget": null, "sum_omega": ...},
+     "idle_devices": [{"device": "t4-2", "reason": "every plan that also uses it ..."}]}
 
 Every layer of the model appears in exactly one stage; stages are contiguous and in pipeline
-order (a stage may hold no layers). ``predicted``, ``solver`` and ``quality`` are optional: a
+order (a stage may hold no layers). A plan may leave devices of the cluster idle
+(``idle_devices`` says which and why; the planner's ``objective`` is the plan's predicted
+makespan in ms plus θ·Σω, and ``bound`` a proven lower bound of it over ``space``). ``predicted``, ``solver`` and ``quality`` are optional: a
 hand-written plan needs only the model, workload, stages and micro-batch sizes.
 """
 
@@ -83,7 +86,9 @@ class Prediction:
 
 @dataclass(frozen=True)
 class SolverReport:
-    """How the plan was found: solver, status, objective, best bound, relative gap, time."""
+    """How the plan was found: solver, status, objective (the plan's predicted makespan in ms,
+    plus θ·Σω), a lower bound of it over ``space`` (the plans searched), the relative gap
+    between the two, and the planning time."""
 
     name: str
     status: str
@@ -91,6 +96,15 @@ class SolverReport:
     bound: float | None = None
     gap: float | None = None
     seconds: float | None = None
+    space: str | None = None
+
+
+@dataclass(frozen=True)
+class IdleDevice:
+    """A device of the cluster the plan leaves without layers, and why."""
+
+    device: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,7 @@ class Plan:
     predicted: Prediction | None = None
     solver: SolverReport | None = None
     quality: QualityTarget | None = None
+    idle_devices: tuple[IdleDevice, ...] = ()
 
     def __post_init__(self) -> None:
         _check_stages(self.stages, self.model_shape.num_layers)
@@ -195,6 +210,7 @@ class Plan:
             "stages": [s.to_dict() for s in self.stages],
             "micro_batch": asdict(self.micro_batch),
             **optional,
+            "idle_devices": [asdict(d) for d in self.idle_devices],
         }
 
     @classmethod
@@ -218,6 +234,10 @@ class Plan:
                 predicted=_optional(Prediction, data.get("predicted"), "plan.predicted"),
                 solver=_optional(SolverReport, data.get("solver"), "plan.solver"),
                 quality=_optional(QualityTarget, data.get("quality"), "plan.quality"),
+                idle_devices=tuple(
+                    _record(IdleDevice, d, f"plan.idle_devices[{i}]")
+                    for i, d in enumerate(_list(data.get("idle_devices", []), "plan.idle_devices"))
+                ),
             )
         except KeyError as missing:
             raise UserError(f"plan.{missing.args[0]}", None, "add it", "is missing") from None
@@ -234,6 +254,12 @@ def _record(cls: type, data: Any, where: str) -> Any:
         return cls(**data)
     except TypeError as err:
         raise UserError(where, sorted(data), f"use the fields of {cls.__name__} ({err})") from None
+
+
+def _list(data: Any, where: str) -> list:
+    if not isinstance(data, list):
+        raise UserError(where, data, "write it as a list", "is not a list")
+    return data
 
 
 def _optional(cls: type, data: Any, where: str) -> Any:

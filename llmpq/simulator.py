@@ -92,9 +92,9 @@ def simulate(plan: Plan, problem: PlanningProblem) -> SimResult:
                 problem, devices[j], MicroBatch(prefill_size, decode_size, 1),
                 is_first=j == 0, is_last=j == n - 1, next_device=devices[(j + 1) % n],
             )  # fmt: skip
-            prefill = c.prefill_fixed_ms + sum(c.prefill_layer_ms[k] for k in cols[j])
-            decode = c.decode_fixed_ms + sum((c.decode_layer_ms[k] for k in cols[j]), 0.0)
-            memo[key] = (prefill, np.asarray(decode), c.prefill_send_ms, c.decode_send_ms)
+            prefill = c.prefill.fixed_ms + sum(c.prefill.layer_ms[k] for k in cols[j])
+            decode = c.decode.fixed_ms + sum((c.decode.layer_ms[k] for k in cols[j]), 0.0)
+            memo[key] = (prefill, np.asarray(decode), c.prefill.send_ms, c.decode.send_ms)
         return memo[key]
 
     stage_free = np.zeros(n)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 
 from llmpq.errors import UserError
-from llmpq.plan import Plan, Prediction, QualityTarget, SolverReport, Stage
+from llmpq.plan import IdleDevice, Plan, Prediction, QualityTarget, SolverReport, Stage
 from llmpq.planner.ilp import DEFAULT_SOLVER, SolverOptions
 from llmpq.planner.problem import PlanningProblem, planning_problem
 from llmpq.planner.search import CoefficientCache, Incumbent, search
@@ -45,14 +45,18 @@ __all__ = [
 
 
 def plan_from_incumbent(
-    problem: PlanningProblem, found: Incumbent, method: str, solver: SolverReport
+    problem: PlanningProblem,
+    found: Incumbent,
+    method: str,
+    solver: SolverReport,
+    idle: tuple[IdleDevice, ...] | None = None,
 ) -> Plan:
     """A validated :class:`~llmpq.plan.Plan` with the time model's predictions."""
     stages, start = [], 0
-    for device, bits in found.stages():
+    for device, bits in found.stages:
         stages.append(Stage(device.name, device.type.name, (start, start + len(bits)), tuple(bits)))
         start += len(bits)
-    ev = evaluate_stages(problem, found.stages(), found.micro_batch)
+    ev = evaluate_stages(problem, found.stages, found.micro_batch)
     if not ev.fits:
         device, over = next(iter(ev.over_budget.items()))
         raise UserError(
@@ -74,7 +78,14 @@ def plan_from_incumbent(
         quality=QualityTarget(
             theta=problem.theta, budget=problem.omega_budget, sum_omega=ev.sum_omega
         ),
+        idle_devices=idle if idle is not None else _left_out(problem, found, method),
     )
+
+
+def _left_out(problem: PlanningProblem, found: Incumbent, method: str) -> tuple[IdleDevice, ...]:
+    names = {d.name for d in found.order}
+    return tuple(IdleDevice(d.name, f"{method} gave it no layers")
+                 for d in problem.cluster.devices if d.name not in names)  # fmt: skip
 
 
 def make_plan(
@@ -112,12 +123,14 @@ def make_plan(
         try:
             found = (baselines.adabits(problem, options) if name == "adabits"
                      else getattr(baselines, name)(problem))  # fmt: skip
-            start_plans.append(plan_from_incumbent(problem, found, name, SolverReport(name, "start")))
+            start_plans.append(
+                plan_from_incumbent(problem, found, name, SolverReport(name, "start"))
+            )
         except UserError:
             pass
     result = search(problem, options, starts=start_plans, cache=cache)
     report = SolverReport(
         options.name.upper(), result.status, result.objective, result.bound, result.gap,
-        time.perf_counter() - clock,
+        time.perf_counter() - clock, result.space,
     )  # fmt: skip
-    return plan_from_incumbent(problem, result.best, "llmpq", report)
+    return plan_from_incumbent(problem, result.best, "llmpq", report, result.idle)

@@ -19,8 +19,9 @@ decode micro-batches of ``ceil(B / N)``, ``N`` decode micro-batches (reference �
 * **AdaBits** — memory-only: the least Σω that fits (the ILP with the latency terms removed),
   then, among plans of that Σω, the fastest.
 
-Memory is checked with the same linear, conservative model as the ILP, so every baseline plan
-lies inside the ILP's feasible set.
+Memory is checked with the exact memory model (as the ILP's rows are), and every baseline plan
+is priced by the closed form, so each lies inside llmpq's search space and is one of its
+starts.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import numpy as np
 
 from llmpq.errors import UserError
 from llmpq.plan import MicroBatch
-from llmpq.planner.ilp import DEFAULT_SOLVER, SolverOptions, instance_for, solve_instance
+from llmpq.planner.ilp import DEFAULT_SOLVER, SolverOptions, solve_instance
+from llmpq.planner.instance import instance_for
 from llmpq.planner.problem import BITS, PlanningProblem
-from llmpq.planner.search import Incumbent, linear_objective
+from llmpq.planner.search import Incumbent, incumbent_of
 from llmpq.planner.time_model import evaluate_stages
 
 
@@ -44,22 +46,17 @@ def original_micro_batch(problem: PlanningProblem, prefill_size: int | None = No
     return MicroBatch(prefill_size or size, size, math.ceil(b / size))
 
 
-def _fits(inst, j: int, k: int, layers: int) -> bool:
-    if layers == 0:
-        return True
-    need = max(inst.mem[j, k] * layers + inst.mfix[j], inst.mem_p[j, k] * layers + inst.mfix_p[j])
-    return bool(np.isfinite(need) and need <= inst.cap[j])
-
-
 def _uniform_counts(n_positions: int, k: int, sizes) -> np.ndarray:
     counts = np.zeros((n_positions, len(BITS)), dtype=int)
     counts[:, k] = sizes
     return counts
 
 
-def _incumbent(problem, inst, order, mb, counts, name) -> Incumbent:
-    bits = tuple(BITS[k] for row in counts for k in range(len(BITS)) for _ in range(int(row[k])))
-    return Incumbent(tuple(order), mb, counts, bits, linear_objective(inst, counts, bits), name)
+def _incumbent(problem, order, mb, counts, name) -> Incumbent:
+    stages = []
+    for device, row in zip(order, counts, strict=True):
+        stages.append((device, [BITS[k] for k in range(len(BITS)) for _ in range(int(row[k]))]))
+    return incumbent_of(problem, stages, mb, name)
 
 
 def _no_uniform_fit(problem: PlanningProblem, method: str) -> UserError:
@@ -78,11 +75,11 @@ def pipeedge(problem: PlanningProblem) -> Incumbent:
     for k in reversed(range(len(BITS))):
         if not all(np.isfinite(inst.lp[j, k]) for j in range(N)):
             continue
-        per_layer = inst.ld[:, k] / max(inst.steps, 1)  # mean decode step ≈ the mid context
-        fixed = inst.fd / max(inst.steps, 1)
+        per_layer = inst.ld[:, k].mean(axis=1) if inst.steps else np.zeros(N)  # ≈ mid context
+        fixed = inst.fd.mean(axis=1) if inst.steps else np.zeros(N)
         sizes = _minmax_partition(inst, k, per_layer, fixed)
         if sizes is not None:
-            return _incumbent(problem, inst, order, mb, _uniform_counts(N, k, sizes), "pipeedge")
+            return _incumbent(problem, order, mb, _uniform_counts(N, k, sizes), "pipeedge")
     raise _no_uniform_fit(problem, "PipeEdge")
 
 
@@ -99,7 +96,7 @@ def _minmax_partition(inst, k: int, per_layer, fixed) -> list[int] | None:
             if not math.isfinite(best[j, done]):
                 continue
             for take in range(lo, L - done + 1):
-                if not _fits(inst, j, k, take):
+                if not inst.fits_uniform(j, k, take):
                     break
                 cost = 0.0 if take == 0 else max(per_layer[j] * take + fixed[j], inst.cd[j])
                 value = max(best[j, done], cost)
@@ -130,12 +127,10 @@ def uniform(problem: PlanningProblem) -> Incumbent:
         for p in (d for d in range(1, B + 1) if B % d == 0):
             mb = original_micro_batch(problem, p)
             inst = instance_for(problem, order, mb)
-            if not all(
-                np.isfinite(inst.lp[j, k]) and _fits(inst, j, k, sizes[j]) for j in range(N)
-            ):
+            if not all(inst.fits_uniform(j, k, sizes[j]) for j in range(N)):
                 continue
-            cand = _incumbent(problem, inst, order, mb, _uniform_counts(N, k, sizes), "uniform")
-            ev = evaluate_stages(problem, cand.stages(), mb)
+            cand = _incumbent(problem, order, mb, _uniform_counts(N, k, sizes), "uniform")
+            ev = evaluate_stages(problem, cand.stages, mb)
             if best is None or ev.makespan_s < best[0]:
                 best = (ev.makespan_s, cand)
         if best is not None:
@@ -152,7 +147,7 @@ def adabits(problem: PlanningProblem, options: SolverOptions = DEFAULT_SOLVER) -
         inst, lp=np.where(np.isfinite(inst.lp), 0.0, inst.lp), ld=zero(inst.ld), fp=zero(inst.fp),
         fd=zero(inst.fd), cp=zero(inst.cp), cd=zero(inst.cd), theta=1.0, budget=None,
     )  # fmt: skip
-    best_quality = solve_instance(quality_only, options)
+    best_quality = solve_instance(quality_only, options, segments=1)
     if not best_quality.found:
         raise UserError(
             "cluster", problem.cluster.name,
@@ -162,7 +157,8 @@ def adabits(problem: PlanningProblem, options: SolverOptions = DEFAULT_SOLVER) -
     budget = best_quality.objective * (1 + 1e-9) + 1e-12
     fastest = solve_instance(replace(inst, theta=0.0, budget=budget), options)
     sol = fastest if fastest.found else best_quality
-    return Incumbent(
-        tuple(order), mb, sol.counts, sol.bits_per_layer,
-        linear_objective(inst, sol.counts, sol.bits_per_layer), "adabits",
-    )  # fmt: skip
+    stages, i = [], 0
+    for device, row in zip(order, sol.counts, strict=True):
+        stages.append((device, sol.bits_per_layer[i : i + int(row.sum())]))
+        i += int(row.sum())
+    return incumbent_of(problem, stages, mb, "adabits")

@@ -1,21 +1,25 @@
-"""What the outer search enumerates: device orders and micro-batch choices.
+"""What the outer search enumerates: device orders over device subsets, and micro-batches.
 
 Usage::
 
     from llmpq.planner.candidates import device_orders, order_classes, micro_batches
 
-    orders = device_orders(cluster)                 # distinct orders: identical devices never permuted
-    classes = order_classes(problem, orders)        # orders the compact ILP cannot tell apart
-    micro_batches(workload, num_devices=4)          # prefill sizes × decode counts
+    orders, space = device_orders(cluster)     # every ordered subset; identical devices never permuted
+    classes = order_classes(cluster, orders)   # orders the compact ILP cannot tell apart
+    micro_batches(workload, num_devices=4)     # prefill sizes × decode counts
 
-Device orders: every distinct arrangement of the devices, where devices with the same type,
-host, memory and cores are identical (swapping two of them gives the same plan). Past
-``MAX_ORDERS`` arrangements, devices of one kind stay together and only the kinds are permuted
-(the original's enumeration).
+Device orders: a plan uses a nonempty subset of the devices, in some pipeline order, every
+used device holding at least one layer; so the orders are every distinct arrangement of every
+nonempty sub-multiset of the devices (single devices included), where devices with the same
+type, host, memory and cores are identical (swapping two of them gives the same plan; of ``c``
+identical devices a subset uses the first). Past ``MAX_ORDERS`` arrangements, devices of one
+kind stay together and only the kinds are permuted (the original's enumeration), and past that
+too, each kind is used wholly or not at all; ``space`` says which (the plan's solver report
+carries it: the certificate is over that space).
 
-Order classes: with layer-uniform costs, the compact ILP of an order depends only on which kind
-is first, which is last, and the multiset of (kind, outgoing link) over the positions — so one
-ILP per class is exact for layer-uniform ω and a valid bound for layer-specific ω.
+Order classes: with layer-uniform costs, the compact ILP of an order depends only on the
+multiset of (kind, outgoing link, is first, is last) over its positions — so one ILP per class
+is exact for layer-uniform ω and a valid bound for layer-specific ω.
 
 Micro-batches: prefill sizes are the divisors of the batch (every prefill micro-batch full);
 decode counts ``m_d`` run over 1 … 2N (and at most the batch), one per distinct decode size
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import permutations
+from itertools import permutations, product
 
 from llmpq.cluster import Cluster, ClusterDevice
 from llmpq.costmodel.comm import link_transfer_ms
@@ -41,9 +45,13 @@ def device_kind(device: ClusterDevice) -> tuple:
     return (device.type.name, device.host, device.memory_bytes, device.cores or 0)
 
 
-def _distinct_arrangements(kinds: list[tuple], limit: int) -> list[tuple[int, ...]] | None:
-    """Distinct permutations of a multiset of kinds as index tuples (lexicographic), or None
-    past ``limit``."""
+SPACES = ("every ordered subset of the devices", "kinds kept together",
+          "kinds kept together, each used wholly or not at all")  # fmt: skip
+
+
+def _arrangements(kinds: Sequence[tuple], limit: int) -> list[tuple[int, ...]] | None:
+    """Distinct permutations of a multiset of kinds as index tuples (lexicographic by kind),
+    or None past ``limit``."""
     order = sorted(set(kinds))
     remaining = {k: [i for i, x in enumerate(kinds) if x == k] for k in order}
     out: list[tuple[int, ...]] = []
@@ -64,17 +72,46 @@ def _distinct_arrangements(kinds: list[tuple], limit: int) -> list[tuple[int, ..
     return out if extend([]) else None
 
 
-def device_orders(cluster: Cluster, limit: int = MAX_ORDERS) -> list[tuple[ClusterDevice, ...]]:
-    """Distinct pipeline orders of all devices of ``cluster`` (see the module docstring)."""
-    devices = cluster.devices
-    kinds = [device_kind(d) for d in devices]
-    arrangements = _distinct_arrangements(kinds, limit)
-    if arrangements is None:  # too many: keep kinds together, permute the kinds
-        groups = {}
-        for d, k in zip(devices, kinds, strict=True):
-            groups.setdefault(k, []).append(d)
-        return [tuple(d for k in perm for d in groups[k]) for perm in permutations(sorted(groups))]
-    return [tuple(devices[i] for i in a) for a in arrangements]
+def _subset_counts(sizes: Sequence[int], wholly: bool, max_devices: int) -> list[tuple[int, ...]]:
+    """Devices used per kind: every nonempty choice, the larger subsets first."""
+    choices = [(0, n) if wholly else tuple(range(n + 1)) for n in sizes]
+    out = [c for c in product(*choices) if 0 < sum(c) <= max_devices]
+    return sorted(out, key=lambda c: (-sum(c), tuple(-x for x in c)))
+
+
+def device_orders(
+    cluster: Cluster, limit: int = MAX_ORDERS, devices: Sequence[ClusterDevice] | None = None,
+    max_devices: int | None = None,
+) -> tuple[list[tuple[ClusterDevice, ...]], str]:  # fmt: skip
+    """Distinct pipeline orders over the nonempty subsets of ``devices`` (default: the
+    cluster's) of at most ``max_devices`` devices, and the space they span (module docstring)."""
+    devices = list(cluster.devices if devices is None else devices)
+    groups: dict[tuple, list[ClusterDevice]] = {}
+    for d in devices:
+        groups.setdefault(device_kind(d), []).append(d)
+    kinds = sorted(groups)
+    top = len(devices) if max_devices is None else max_devices
+    orders: list[tuple[ClusterDevice, ...]] = []
+    for counts in _subset_counts([len(groups[k]) for k in kinds], False, top):
+        chosen = [d for k, c in zip(kinds, counts, strict=True) for d in groups[k][:c]]
+        found = _arrangements([device_kind(d) for d in chosen], limit - len(orders))
+        if found is None:
+            break
+        orders += [tuple(chosen[i] for i in a) for a in found]
+    else:
+        return orders, SPACES[0]
+    for space, wholly in ((SPACES[1], False), (SPACES[2], True)):
+        orders = []
+        for counts in _subset_counts([len(groups[k]) for k in kinds], wholly, top):
+            used = [k for k, c in zip(kinds, counts, strict=True) if c]
+            take = dict(zip(kinds, counts, strict=True))
+            orders += [tuple(d for k in perm for d in groups[k][: take[k]])
+                       for perm in permutations(used)]  # fmt: skip
+            if len(orders) > limit and not wholly:
+                break
+        else:
+            return orders, space
+    raise AssertionError("unreachable")
 
 
 def _link_key(cluster: Cluster, a: ClusterDevice, b: ClusterDevice, comm) -> tuple:
@@ -82,13 +119,13 @@ def _link_key(cluster: Cluster, a: ClusterDevice, b: ClusterDevice, comm) -> tup
 
 
 def order_signature(cluster: Cluster, order: Sequence[ClusterDevice], comm=None) -> tuple:
+    """The multiset of (kind, outgoing link, is first, is last) over the positions."""
     n = len(order)
-    hops = sorted(
+    return tuple(sorted(
         (device_kind(order[j]), _link_key(cluster, order[j], order[(j + 1) % n], comm),
          j == 0, j == n - 1)
         for j in range(n)
-    )  # fmt: skip
-    return (device_kind(order[0]), device_kind(order[-1]), tuple(hops))
+    ))  # fmt: skip
 
 
 def order_classes(

@@ -5,7 +5,7 @@ Usage::
     from llmpq.planner.reference import solve_reference
 
     ref = solve_reference(problem, order, micro_batch, SolverOptions(time_limit_s=60))
-    ref.solution.status, ref.solution.seconds, ref.found.stages()
+    ref.solution.status, ref.solution.seconds, ref.found.stages
 
 As in LLM-PQ's ``solve_ilp_pulp``: binaries ``z[i,j,b]`` (layer i on device j at bits b),
 ``x[i,j]`` and ``y[i,b]`` linked to them; memory per device; stage times
@@ -20,6 +20,7 @@ formulations are compared on the same scale.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,16 +29,17 @@ import numpy as np
 
 from llmpq.cluster import ClusterDevice
 from llmpq.plan import MicroBatch
-from llmpq.planner.ilp import DEFAULT_SOLVER, GiB, Solution, SolverOptions, instance_for, solve
-from llmpq.planner.ilp import Variables as _Variables
+from llmpq.planner.formulation import GiB
+from llmpq.planner.ilp import DEFAULT_SOLVER, Solution, SolverOptions
+from llmpq.planner.instance import instance_for
 from llmpq.planner.problem import BITS, PlanningProblem
-from llmpq.planner.search import Incumbent, linear_objective
+from llmpq.planner.search import Incumbent, incumbent_of
 
 
 @dataclass(frozen=True)
 class ReferenceResult:
     solution: Solution
-    found: Incumbent | None  # priced with llmpq's linear objective (inf if it breaks a rule)
+    found: Incumbent | None  # priced with llmpq's closed form (inf if it breaks a rule)
     num_binaries: int
     num_constraints: int
 
@@ -50,8 +52,11 @@ def solve_reference(
 ) -> ReferenceResult:
     inst = instance_for(problem, order, micro_batch)
     N, K, L = inst.num_positions, len(BITS), inst.num_layers
-    steps = max(inst.steps, 1)
-    l_dec = inst.ld / steps  # the mean step: one step at the mid context (linear in context)
+    # the mean step: one step at the mid context (linear in context)
+    l_dec = inst.ld.mean(axis=2) if inst.steps else np.zeros_like(inst.lp)
+    f_dec = inst.fd.mean(axis=1) if inst.steps else np.zeros(N)
+    # memory as the original: per layer at the full context, the largest workspace always
+    mem, mfix = inst.mem_layer[1], np.nanmax(inst.mem_base, axis=(0, 2))
     m = mip.Model(sense=mip.MINIMIZE, solver_name=options.name.upper())
     m.verbose, m.threads, m.seed = 0, options.threads, options.seed
     cells = [(j, k) for j in range(N) for k in range(K) if inst.allowed(j, k)]
@@ -73,13 +78,13 @@ def solve_reference(
     for j in range(N):
         mine = [(i, j, k) for i in range(L) for j2, k in cells if j2 == j]
         m.add_constr(
-            mip.xsum(inst.mem[j, k] / GiB * z[i, j, k] for i, _, k in mine)
-            <= (inst.cap[j] - inst.mfix[j]) / GiB
+            mip.xsum(mem[j, k] / GiB * z[i, j, k] for i, _, k in mine)
+            <= (inst.cap[j] - mfix[j]) / GiB
         )
         m.add_constr(t_pre[j] >= mip.xsum(inst.lp[j, k] * z[i, j, k] for i, _, k in mine)
                      + inst.fp[j])  # fmt: skip
         m.add_constr(t_dec[j] >= mip.xsum(l_dec[j, k] * z[i, j, k] for i, _, k in mine)
-                     + inst.fd[j] / steps)  # fmt: skip
+                     + f_dec[j])  # fmt: skip
         m.add_constr(t_pre[j] >= inst.cp[j])
         m.add_constr(t_dec[j] >= inst.cd[j])
         m.add_constr(T_pre >= t_pre[j])
@@ -97,24 +102,26 @@ def solve_reference(
         mip.xsum(t_pre) + (inst.m_p - 1) * T_pre + mip.xsum(t_dec)
         + (inst.m_d - 1) * inst.steps * T_dec + inst.theta * quality
     )  # fmt: skip
-    counts_vars = {(j, k): _CountOf([z[i, j, k] for i in range(L)]) for j, k in cells}
-    v = _Variables(counts_vars, [], z, T_pre, T_dec)
-    sol = solve(m, v, inst, options)
+    m.max_mip_gap, m.max_mip_gap_abs = options.gap, 1e-9
+    start = time.perf_counter()
+    model_status = m.optimize(max_seconds=options.time_limit_s)
+    seconds = time.perf_counter() - start
     found = None
-    if sol.found:
-        found = Incumbent(
-            tuple(order), micro_batch, sol.counts, sol.bits_per_layer,
-            linear_objective(inst, sol.counts, sol.bits_per_layer), "reference",
-        )  # fmt: skip
+    if model_status in (mip.OptimizationStatus.OPTIMAL, mip.OptimizationStatus.FEASIBLE):
+        counts = np.zeros((N, K), dtype=int)
+        bits = [0] * L
+        for (i, j, k), var in z.items():
+            if var.x > 0.5:
+                counts[j, k] += 1
+                bits[i] = BITS[k]
+        objective, bound = float(m.objective_value), float(m.objective_bound)
+        sol = Solution(model_status.name, counts, tuple(bits), objective, bound,
+                       abs(objective - bound) / max(abs(objective), 1e-12), seconds)  # fmt: skip
+        stages, i = [], 0
+        for device, row in zip(order, counts, strict=True):
+            stages.append((device, bits[i : i + int(row.sum())]))
+            i += int(row.sum())
+        found = incumbent_of(problem, stages, micro_batch, "reference")
+    else:
+        sol = Solution(model_status.name, None, None, None, None, None, seconds)
     return ReferenceResult(sol, found, len(z) + len(x) + len(y), m.num_rows)
-
-
-class _CountOf:
-    """Looks like a variable whose value is the number of its binaries set (for ``solve``)."""
-
-    def __init__(self, binaries) -> None:
-        self.binaries = binaries
-
-    @property
-    def x(self) -> float:
-        return float(np.sum([b.x for b in self.binaries]))

@@ -1,39 +1,44 @@
-"""The outer search: every device order and micro-batch choice, pruned by bounds, certified.
+"""The outer search: every device subset, order and micro-batch choice, best first, certified.
 
 Usage::
 
     from llmpq.planner.search import search
 
     found = search(problem, SolverOptions(time_limit_s=10, gap=0.01), starts=[baseline_plan])
-    found.order, found.micro_batch, found.solution.stage_bits()
-    found.objective, found.bound, found.gap          # the gap is over the *whole* search
+    found.best.stages, found.best.micro_batch, found.best.value   # the closed form's value
+    found.objective, found.bound, found.gap     # proven for the closed form, over the whole space
+    found.idle                                   # devices the plan leaves out, and why
 
-How: one candidate per (order class, micro-batch choice) (:mod:`llmpq.planner.candidates`).
-Each gets a lower bound: the sum of two LP relaxations of its compact ILP, one with only the
-prefill terms (depends on the prefill size) and one with only the decode terms and the quality
-term (depends on the decode choice), so an order class costs one LP per prefill size plus one
-per decode choice rather than one per pair (HiGHS on the matrices of
-:mod:`llmpq.planner.relaxation`, about a millisecond each). The candidates are taken in order
-of these bounds; each is bounded again by its joint LP, and solved only if that can still beat
-the incumbent; once the next bound is within the gap target of the incumbent, the rest cannot
-win and are pruned. A time limit is checked while bounding too: classes never bounded count
-with the trivial bound 0, so the reported gap stays honest. With layer-specific ω a candidate is
-first solved in the relaxed compact form (a bound for every order of its class), and the exact
-layer assignment is solved for the class's orders only while that bound can still beat the
-incumbent. The global bound is the least of the pruned candidates' LP bounds and the solved
-candidates' ILP bounds, so the reported gap is a certificate for the whole search, not one
-solve. A time limit stops the search with the best incumbent kept (status ``FEASIBLE``).
+What is searched: every nonempty subset of the devices in every distinct pipeline order
+(:func:`~llmpq.planner.candidates.device_orders`), every contiguous split with at least one
+layer per used device, every allowed bitwidth per layer, every micro-batch choice of
+:func:`~llmpq.planner.candidates.micro_batches`. What is minimised: the closed form
+(:func:`~llmpq.planner.time_model.evaluate_stages`: makespan in ms, plus θ·Σω) under the
+exact memory model and the Σω budget. The reported objective *is* that closed form of the
+returned plan, and the bound is a lower bound of it over the whole space.
 
-Plans given as ``starts`` (the baselines) enter as incumbents when they meet the quality
-target, so the search never returns worse than them under the ILP's objective. The final pick
-among the best few incumbents is made by the time model itself (:func:`evaluate_stages`),
-which also counts the decode fill and the per-step regime the ILP aggregates.
+How: one candidate per (order class, micro-batch choice). Every candidate starts with a cheap
+lower bound — a prefill LP (depends on the prefill size) plus a decode LP (depends on the
+decode choice) of its formulation with coarse decode segments — and is refined, best bound
+first, through: its joint LP; its ILP with coarse segments (a lower bound, since a segment's
+max of sums never exceeds the sum of maxes; its solution is a real plan, priced by the closed
+form); its ILP with one segment per step (exact: objective = closed form); and, with
+layer-specific ω, the exact layer assignment of each order of the class (the class's ILP
+assigns bits to layers without positions: a bound for all of them). Each refinement raises
+the candidate's bound; the search stops when the least bound left is within the gap target of
+the best plan found — then every candidate is proven unable to beat it by more than the gap —
+or at the time limit, with the honest gap (classes never bounded count with bound 0).
+
+Plans given as ``starts`` (the baselines) enter as incumbents when they meet the target, so the
+search never returns worse than them.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,59 +46,92 @@ import numpy as np
 
 from llmpq.cluster import ClusterDevice
 from llmpq.errors import UserError
-from llmpq.plan import MicroBatch, Plan
-from llmpq.planner.candidates import device_orders, micro_batches, order_classes
+from llmpq.plan import IdleDevice, MicroBatch, Plan
+from llmpq.planner.bounds import PhaseBlock, phase_bounds
+from llmpq.planner.candidates import device_kind, device_orders, micro_batches, order_classes
+from llmpq.planner.formulation import decode_segments, formulate, split_segments
 from llmpq.planner.ilp import (
     DEFAULT_SOLVER,
-    Instance,
     Solution,
     SolverOptions,
-    bits_from_counts,
     build_model,
-    instance_for,
     solve,
     warm_start,
 )
+from llmpq.planner.instance import Instance, instance_for
 from llmpq.planner.problem import BITS, PlanningProblem
-from llmpq.planner.relaxation import lp_bound
-from llmpq.planner.time_model import combine, evaluate_stages, phase_coefficients
+from llmpq.planner.time_model import (
+    PhaseCoefficients,
+    evaluate_stages,
+    memory_coefficients,
+    phase_coefficients,
+)
 
-MAX_EXACT_ORDERS_PER_CLASS = 8
-FINALISTS = 4
+COARSE_SEGMENTS = 8  # decode segments of the first ILP of a candidate
+JOINT_BATCH = 64  # candidates whose joint LPs are solved together
 
 
 @dataclass(frozen=True)
 class Incumbent:
-    order: tuple[ClusterDevice, ...]
+    """A plan found: its used devices in pipeline order with their layers' bits, the
+    micro-batches, and its value under the closed form (ms + θ·Σω)."""
+
+    stages: tuple[tuple[ClusterDevice, tuple[int, ...]], ...]
     micro_batch: MicroBatch
-    counts: np.ndarray
-    bits_per_layer: tuple[int, ...]
-    objective: float  # the ILP's objective
+    value: float
     source: str  # "ilp" or the baseline's name
 
-    def stages(self) -> list[tuple[ClusterDevice, list[int]]]:
-        """Used positions only, as (device, bits of its layers)."""
-        out, i = [], 0
-        for device, row in zip(self.order, self.counts, strict=True):
-            size = int(row.sum())
-            if size:
-                out.append((device, list(self.bits_per_layer[i : i + size])))
-            i += size
+    @property
+    def order(self) -> tuple[ClusterDevice, ...]:
+        return tuple(d for d, _ in self.stages)
+
+    @property
+    def bits_per_layer(self) -> tuple[int, ...]:
+        return tuple(b for _, bits in self.stages for b in bits)
+
+    def counts(self) -> np.ndarray:
+        out = np.zeros((len(self.stages), len(BITS)), dtype=int)
+        for j, (_, bits) in enumerate(self.stages):
+            for b in bits:
+                out[j, BITS.index(b)] += 1
         return out
+
+
+def closed_form_value(
+    problem: PlanningProblem, stages: Sequence[tuple[ClusterDevice, Sequence[int]]],
+    micro_batch: MicroBatch,
+) -> float:  # fmt: skip
+    """What the search minimises: makespan (ms) + θ·Σω; inf if a stage does not fit its
+    device or the Σω budget is broken."""
+    ev = evaluate_stages(problem, stages, micro_batch)
+    if not ev.fits:
+        return math.inf
+    if problem.omega_budget is not None and ev.sum_omega > problem.omega_budget * (1 + 1e-9):
+        return math.inf
+    return ev.makespan_s * 1e3 + problem.theta * ev.sum_omega
+
+
+def incumbent_of(
+    problem: PlanningProblem, stages: Sequence[tuple[ClusterDevice, Sequence[int]]],
+    micro_batch: MicroBatch, source: str,
+) -> Incumbent:  # fmt: skip
+    """Used stages only (a stage without layers is dropped), priced by the closed form."""
+    used = tuple((d, tuple(int(b) for b in bits)) for d, bits in stages if len(bits))
+    return Incumbent(used, micro_batch, closed_form_value(problem, used, micro_batch), source)
 
 
 @dataclass(frozen=True)
 class SearchResult:
     best: Incumbent
-    objective: float  # ILP objective of the best incumbent
-    bound: float  # lower bound over every candidate
+    objective: float  # the closed form of the best plan
+    bound: float  # a lower bound of the closed form over the whole search space
     gap: float
     status: str  # OPTIMAL (gap target proven) | FEASIBLE (time limit)
     seconds: float
+    space: str  # the search space the certificate covers
     candidates: int
     solved: int
-    pruned: int
-    finalists: tuple[Incumbent, ...] = field(default=())
+    idle: tuple[IdleDevice, ...] = field(default=())
 
 
 class CoefficientCache:
@@ -102,62 +140,142 @@ class CoefficientCache:
     (:meth:`PlanningProblem.with_quality`) — what an interactive θ slider needs."""
 
     def __init__(self, problem: PlanningProblem) -> None:
-        self.problem, self.memo = problem, {}
+        self.problem, self.memo, self.memory = problem, {}, {}
 
     def serves(self, problem: PlanningProblem) -> bool:
         a, b = self.problem, problem
         return a is b or (a.spec == b.spec and a.cluster == b.cluster and a.workload == b.workload
                           and a.comm == b.comm and dict(a.costs) == dict(b.costs))  # fmt: skip
 
-    def phase(self, device, phase: str, size: int, first: bool, last: bool, nxt):
+    def phase(
+        self, device, phase: str, size: int, first: bool, last: bool, nxt
+    ) -> PhaseCoefficients:
         key = (device.name, phase, size, first, last, nxt.name)
         if key not in self.memo:
+            where = {"is_first": first, "is_last": last}
+            mem_key = (device_kind(device), phase, size, first, last)  # the next device aside
+            if mem_key not in self.memory:
+                self.memory[mem_key] = memory_coefficients(
+                    self.problem, device, phase, size, **where
+                )
             self.memo[key] = phase_coefficients(
-                self.problem, device, phase, size, is_first=first, is_last=last, next_device=nxt
-            )
+                self.problem, device, phase, size, next_device=nxt, memory=self.memory[mem_key],
+                **where,
+            )  # fmt: skip
         return self.memo[key]
 
     def __call__(self, device, mb, first, last, nxt):
-        return combine(
+        from llmpq.planner.time_model import StageCoefficients
+
+        return StageCoefficients(
             self.phase(device, "prefill", mb.prefill_size, first, last, nxt),
             self.phase(device, "decode", mb.decode_size, first, last, nxt),
             device.memory_bytes,
         )
 
 
-def linear_objective(inst: Instance, counts: np.ndarray, bits_per_layer: Sequence[int]) -> float:
-    """The ILP's objective of a given assignment (inf if it breaks a constraint)."""
-    used = counts.sum(axis=1) > 0
-    if not (used[0] and used[-1]) or counts.sum() != inst.num_layers:
-        return math.inf
-    with np.errstate(invalid="ignore"):
-        if np.any((counts > 0) & ~np.isfinite(inst.lp)):
-            return math.inf
-        c = counts.astype(float)
-        for mem, fixed in ((inst.mem, inst.mfix), (inst.mem_p, inst.mfix_p)):
-            if np.any(np.nansum(mem * c, axis=1) + fixed * used > inst.cap):
-                return math.inf
-        t_p = np.nansum(inst.lp * c, axis=1) + inst.fp * used
-        t_d = np.nansum(inst.ld * c, axis=1) + inst.fd * used
-    cp, cd = inst.cp * used, inst.cd * used
-    P = max(t_p.max(), cp.max())
-    D = max((t_d + inst.steps * cd).sum(), inst.m_d * t_d.max(), inst.m_d * inst.steps * cd.max())
-    cols = [BITS.index(b) for b in bits_per_layer]
-    quality = float(inst.omega[np.arange(len(cols)), cols].sum())
-    if inst.budget is not None and quality > inst.budget * (1 + 1e-9):
-        return math.inf
-    return float((t_p + cp).sum() + (inst.m_p - 1) * P + D + inst.theta * quality)
+# --------------------------------------------------------------------------- the candidates
+SPLIT, SLIM, LP, ILP, MEMBER, DONE = range(6)  # refinement levels of a candidate
 
 
-def _start_from_plan(
-    plan: Plan, problem: PlanningProblem
-) -> tuple[tuple, MicroBatch, np.ndarray, tuple]:
-    devices = [problem.cluster.device(s.device) for s in plan.stages]
-    counts = np.zeros((len(devices), len(BITS)), dtype=int)
-    for j, s in enumerate(plan.stages):
-        for b in s.bits:
-            counts[j, BITS.index(b)] += 1
-    return tuple(devices), plan.micro_batch, counts, tuple(plan.bits_per_layer())
+@dataclass
+class _Candidate:
+    cls: int  # order class
+    mb: MicroBatch
+    level: int
+    bound: float
+    segments: tuple = ()  # the decode segments of its formulation
+    member: int = 0  # the order of the class (MEMBER level)
+    start: tuple | None = None  # (counts, bits) of its last solution: a warm start
+    kinds: Counter = field(default_factory=Counter)  # devices used per kind
+
+
+@dataclass
+class _Search:
+    problem: PlanningProblem
+    options: SolverOptions
+    coef: CoefficientCache
+    classes: list
+    deadline: float
+    pool: list = field(default_factory=list)  # Incumbents
+    closed: list = field(default_factory=list)  # candidates refined to the end
+    solved: int = 0
+    timed_out: bool = False
+
+    @property
+    def best_value(self) -> float:
+        return min((p.value for p in self.pool), default=math.inf)
+
+    def instance(self, c: _Candidate) -> Instance:
+        return instance_for(self.problem, self.classes[c.cls][c.member], c.mb, self.coef)
+
+    def offer(self, order, mb: MicroBatch, sol: Solution, source: str = "ilp") -> None:
+        """A solved ILP's plan, priced by the closed form, into the pool."""
+        stages, i = [], 0
+        for device, row in zip(order, sol.counts, strict=True):
+            size = int(row.sum())
+            stages.append((device, sol.bits_per_layer[i : i + size]))
+            i += size
+        found = incumbent_of(self.problem, stages, mb, source)
+        if math.isfinite(found.value):
+            self.pool.append(found)
+
+    def solve(self, c: _Candidate, inst: Instance, layers: str, cutoff: float) -> Solution | None:
+        """The candidate's ILP; solutions at or above ``cutoff`` cannot win and are cut off
+        (then the solver reports INFEASIBLE: the candidate's bound is the cutoff)."""
+        remaining = self.deadline - time.perf_counter()
+        if remaining <= 0.05:
+            self.timed_out = True
+            return None
+        form = formulate(inst, c.segments, layers)
+        model, x = build_model(form, self.options)
+        if math.isfinite(cutoff):
+            model.cutoff = cutoff
+        if c.start is not None:
+            warm_start(model, x, form, *c.start)
+        sol = solve(model, x, form, self.options, time_limit_s=remaining)
+        self.solved += 1
+        if sol.status not in ("OPTIMAL", "INFEASIBLE", "INT_INFEASIBLE"):
+            self.timed_out = True  # stopped by the time limit: the candidate's bound stays
+        return sol
+
+    def refine(self, c: _Candidate) -> list[_Candidate]:
+        """One step of refinement; the candidate(s) it becomes (empty: infeasible)."""
+        inst = self.instance(c)
+        if c.level == SLIM:  # the formulation's own LP
+            bound = formulate(inst, c.segments, "relaxed").lp_bound()
+            return [_next(c, LP, max(bound, c.bound))] if math.isfinite(bound) else []
+        cutoff = self.best_value * (1 - self.options.gap)
+        sol = self.solve(c, inst, "exact" if c.level == MEMBER else "relaxed", cutoff)
+        if sol is None:
+            return [c]
+        if sol.status in ("INFEASIBLE", "INT_INFEASIBLE"):  # nothing below the cutoff
+            return [_next(c, DONE, cutoff)] if math.isfinite(cutoff) else []
+        bound = max(c.bound, sol.bound) if sol.bound is not None else c.bound
+        if sol.found:
+            self.offer(inst.devices, c.mb, sol)
+            c.start = (sol.counts, sol.bits_per_layer)
+        level = ILP if c.level == LP else c.level
+        if self.timed_out or not sol.found:
+            return [_next(c, level, bound)]
+        finer = split_segments(c.segments, inst.regimes(sol.counts))
+        if finer != c.segments:  # the solution changes regime inside a segment: not yet exact
+            return [_next(c, level, bound, segments=finer)]
+        if level == ILP and inst.per_layer:  # the exact layer assignment, order by order
+            return [_next(c, MEMBER, bound, member=m, start=c.start if m == 0 else None)
+                    for m in range(len(self.classes[c.cls]))]  # fmt: skip
+        return [_next(c, DONE, bound)]
+
+
+def _next(c: _Candidate, level: int, bound: float, **changes) -> _Candidate:
+    out = _Candidate(c.cls, c.mb, level, bound, c.segments, c.member, c.start, c.kinds)
+    for k, v in changes.items():
+        setattr(out, k, v)
+    return out
+
+
+def _start_stages(plan: Plan, problem: PlanningProblem):
+    return [(problem.cluster.device(s.device), s.bits) for s in plan.stages]
 
 
 def search(
@@ -169,139 +287,134 @@ def search(
     choices: Sequence[MicroBatch] | None = None,
     cache: CoefficientCache | None = None,
 ) -> SearchResult:
-    """Best plan over orders × micro-batches (see the module docstring)."""
+    """Best plan over device subsets × orders × micro-batches (see the module docstring)."""
     clock = time.perf_counter()
-    deadline = clock + options.time_limit_s
     coef = cache if cache is not None and cache.serves(problem) else CoefficientCache(problem)
-    orders = list(orders) if orders is not None else device_orders(problem.cluster)
-    classes = order_classes(problem.cluster, orders, problem.comm)
+    usable = [d for d in problem.cluster.devices if problem.allowed_bits(d)]
+    space = "the given orders"
+    if orders is None:
+        orders, space = device_orders(problem.cluster, devices=usable,
+                                      max_devices=problem.num_layers)  # fmt: skip
+    classes = order_classes(problem.cluster, list(orders), problem.comm)
     choices = list(choices) if choices is not None else micro_batches(
         problem.workload, len(problem.cluster.devices)
     )  # fmt: skip
-
-    pool: list[Incumbent] = []
+    s = _Search(problem, options, coef, classes, clock + options.time_limit_s)
     for plan in starts:
-        order, mb, counts, bits = _start_from_plan(plan, problem)
-        inst = instance_for(problem, order, mb, coef)
-        value = linear_objective(inst, counts, bits)
-        if math.isfinite(value):
-            pool.append(Incumbent(order, mb, counts, bits, value, plan.method))
+        found = incumbent_of(problem, _start_stages(plan, problem), plan.micro_batch, plan.method)
+        if math.isfinite(found.value):
+            s.pool.append(found)
 
-    # Bounds by phase: one LP per (class, prefill size) and per (class, decode choice); their
-    # sums bound every (class, micro-batch) candidate at a fraction of the joint LPs' cost.
+    # the first bounds, by phase: one LP per (class, prefill size) and per (class, decode choice)
     prefill_sizes = sorted({c.prefill_size for c in choices})
     decode_choices = sorted({(c.decode_size, c.decode_count) for c in choices})
-    candidates = []  # (bound, class index, choice index)
-    timed_out = False
+    heap: list = []
+    unbounded = 0
+    blocks: dict = {}  # (class, "prefill", size) or (class, "decode", (size, count)) -> block
     for ci, members in enumerate(classes):
-        if time.perf_counter() > deadline:
-            timed_out = True
+        if time.perf_counter() > s.deadline:
+            unbounded = len(classes) - ci
+            s.timed_out = True
             break
-        first_pre, first_dec = prefill_sizes[0], decode_choices[0]
-        pre = {p: lp_bound(instance_for(problem, members[0], MicroBatch(p, *first_dec), coef),
-                           "prefill") for p in prefill_sizes}  # fmt: skip
-        dec = {d: lp_bound(instance_for(problem, members[0], MicroBatch(first_pre, *d), coef),
-                           "decode") for d in decode_choices}  # fmt: skip
-        for mi, mb in enumerate(choices):
-            lb = pre[mb.prefill_size] + dec[(mb.decode_size, mb.decode_count)]
+        order = members[0]
+        for p in prefill_sizes:
+            blocks[ci, "prefill", p] = PhaseBlock.prefill(problem, coef, order, p)
+        for d in decode_choices:
+            blocks[ci, "decode", d] = PhaseBlock.decode(problem, coef, order, *d)
+    values = dict(zip(blocks, phase_bounds(list(blocks.values())), strict=True))
+    coarse = decode_segments(problem.workload.gen_len - 1, COARSE_SEGMENTS)
+    for ci in sorted({key[0] for key in blocks}):
+        kinds = Counter(device_kind(d) for d in classes[ci][0])
+        for mb in choices:
+            lb = values[ci, "prefill", mb.prefill_size]
+            lb += values[ci, "decode", (mb.decode_size, mb.decode_count)]
             if math.isfinite(lb):
-                candidates.append((lb, ci, mi))
-    candidates.sort()
-    if not candidates and not pool and not timed_out:
-        raise _infeasible(problem, coef, orders, choices)
+                cand = _Candidate(ci, mb, SPLIT, lb, coarse, kinds=kinds)
+                heapq.heappush(heap, (lb, len(heap), cand))
+    candidates = len(heap)
+    if not heap and not s.pool and not s.timed_out:
+        raise _infeasible(problem, coef, choices)
 
-    def best_value() -> float:
-        return min((p.objective for p in pool), default=math.inf)
-
-    open_bounds: list[float] = [0.0] if timed_out else []  # 0: classes never bounded
-    solved = pruned = 0
-    for pos, (lb, ci, mi) in enumerate(candidates):
-        incumbent = best_value()
-        if lb >= incumbent * (1 - options.gap):
-            pruned = len(candidates) - pos
-            open_bounds.append(lb)
+    seq = candidates
+    while heap:
+        lb, _, c = heap[0]
+        threshold = s.best_value * (1 - options.gap)
+        if lb >= threshold or s.timed_out:
             break
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0.05:
-            timed_out = True
-            open_bounds.append(lb)  # the least bound of what is left
-            break
-        members, mb = classes[ci], choices[mi]
-        inst = instance_for(problem, members[0], mb, coef)
-        joint = lp_bound(inst)
-        if not math.isfinite(joint):
-            continue  # infeasible
-        if joint >= incumbent * (1 - options.gap):
-            open_bounds.append(joint)
+        if c.level == SPLIT:  # the slim joint LPs of the next candidates, in one batch
+            batch = []
+            while heap and heap[0][2].level == SPLIT and heap[0][0] < threshold:
+                batch.append(heapq.heappop(heap)[2])
+                if len(batch) == JOINT_BATCH:
+                    break
+            joint = [PhaseBlock.joint(blocks[c.cls, "prefill", c.mb.prefill_size],
+                                      blocks[c.cls, "decode", (c.mb.decode_size, c.mb.decode_count)])
+                     for c in batch]  # fmt: skip
+            for c, lb in zip(batch, phase_bounds(joint), strict=True):
+                if math.isfinite(lb):
+                    seq += 1
+                    heapq.heappush(heap, (max(lb, c.bound), seq, _next(c, SLIM, max(lb, c.bound))))
             continue
-        model, v = build_model(inst, options, relaxed_layers=True)
-        best = min(pool, key=lambda p: p.objective) if pool else None
-        if best is not None and best.micro_batch == mb and best.order == members[0]:
-            warm_start(model, v, best.counts, best.bits_per_layer)
-        sol = solve(model, v, inst, options, time_limit_s=remaining)
-        solved += 1
-        if not sol.found:
-            if sol.status not in ("INFEASIBLE", "INT_INFEASIBLE"):
-                open_bounds.append(joint)  # stopped without a solution: its bound stays open
-            continue
-        if not inst.per_layer:
-            open_bounds.append(sol.bound)
-            pool.append(
-                Incumbent(members[0], mb, sol.counts, sol.bits_per_layer, sol.objective, "ilp")
-            )
-            continue
-        _solve_exact_members(problem, options, coef, members, mb, sol, pool, open_bounds, deadline)
-
-    if not pool:
-        if timed_out:
+        heapq.heappop(heap)
+        for nxt in s.refine(c):
+            if nxt.level == DONE:
+                s.closed.append(nxt)
+            else:
+                seq += 1
+                heapq.heappush(heap, (nxt.bound, seq, nxt))
+    if not s.pool:
+        if s.timed_out:
             raise UserError(
                 "time limit", f"{options.time_limit_s} s", "raise it (--time-limit)",
                 problem="ended before any plan was found",
             )  # fmt: skip
-        raise _infeasible(problem, coef, orders, choices)
-    incumbent = best_value()
-    bound = min(open_bounds + [incumbent])
-    gap = max(0.0, (incumbent - bound) / max(abs(incumbent), 1e-12))
-    finalists = sorted(pool, key=lambda p: p.objective)[:FINALISTS]
-    best = min(finalists, key=lambda p: _evaluated(problem, p))
-    status = "FEASIBLE" if timed_out or gap > options.gap + 1e-9 else "OPTIMAL"
+        raise _infeasible(problem, coef, choices)
+    best = min(s.pool, key=lambda p: (p.value, -len(p.stages)))
+    value = best.value
+    open_bounds = [e[0] for e in heap] + [c.bound for c in s.closed] + ([0.0] if unbounded else [])
+    bound = min(open_bounds + [value])
+    gap = max(0.0, (value - bound) / max(abs(value), 1e-12))
+    status = "OPTIMAL" if gap <= options.gap + 1e-9 else "FEASIBLE"
+    entries = [e[2] for e in heap] + s.closed
+    idle = _idle_devices(problem, best, entries, usable, value, bool(unbounded))
     return SearchResult(
-        best, incumbent, bound, gap, status, time.perf_counter() - clock,
-        len(candidates), solved, pruned, tuple(finalists),
+        best, value, bound, gap, status, time.perf_counter() - clock, space, candidates,
+        s.solved, idle,
     )  # fmt: skip
 
 
-def _solve_exact_members(problem, options, coef, members, mb, relaxed: Solution, pool, open_bounds,
-                         deadline) -> None:  # fmt: skip
-    """Layer-specific ω: the exact assignment for the class's orders while they can win."""
-    explored = 0
-    for order in members[:MAX_EXACT_ORDERS_PER_CLASS]:
-        incumbent = min((p.objective for p in pool), default=math.inf)
-        remaining = deadline - time.perf_counter()
-        if relaxed.bound >= incumbent * (1 - options.gap) or remaining <= 0.05:
-            break
-        inst = instance_for(problem, order, mb, coef)
-        model, v = build_model(inst, options)
-        warm_start(model, v, relaxed.counts, bits_from_counts(relaxed.counts, inst.omega))
-        sol = solve(model, v, inst, options, time_limit_s=remaining)
-        explored += 1
-        if sol.found:
-            pool.append(Incumbent(order, mb, sol.counts, sol.bits_per_layer, sol.objective, "ilp"))
-            open_bounds.append(sol.bound)
-    if explored < len(members):
-        incumbent = min((p.objective for p in pool), default=math.inf)
-        if relaxed.bound < incumbent * (1 - options.gap):
-            open_bounds.append(relaxed.bound)  # unexplored orders of the class
+def _idle_devices(problem, best: Incumbent, entries, usable, value: float, unbounded: bool):
+    """Each device the plan leaves out, with the proof (or the lack of one) that using it too
+    does not pay: the least lower bound over the candidates that use more devices of its kind."""
+    used = Counter(device_kind(d) for d in best.order)
+    names = {d.name for d in best.order}
+    out = []
+    seen: Counter = Counter()
+    for d in problem.cluster.devices:
+        if d.name in names:
+            continue
+        if d not in usable:
+            out.append(IdleDevice(d.name, "its cost table prices none of the bits it allows"))
+            continue
+        kind = device_kind(d)
+        seen[kind] += 1
+        more = used[kind] + seen[kind]
+        bounds = [c.bound for c in entries if c.kinds[kind] >= more]
+        least = 0.0 if unbounded else min(bounds, default=math.inf)
+        what = "makespan" if problem.theta == 0 else "objective (makespan + θ·Σω)"
+        if not math.isfinite(least):
+            reason = "no plan that also uses it fits in memory and meets the quality target"
+        elif least >= value * (1 - 1e-9):
+            reason = (f"every plan that also uses it has a {what} of at least {least:.4g} ms "
+                      f"(a proven lower bound) against this plan's {value:.4g} ms")  # fmt: skip
+        else:
+            reason = (f"plans that also use it were not proven worse than this one beyond the "
+                      f"gap: lower bound {least:.4g} ms against {value:.4g} ms")  # fmt: skip
+        out.append(IdleDevice(d.name, reason))
+    return tuple(out)
 
 
-def _evaluated(problem: PlanningProblem, p: Incumbent) -> float:
-    ev = evaluate_stages(problem, p.stages(), p.micro_batch)
-    if not ev.fits:
-        return math.inf
-    return ev.makespan_s * 1e3 + problem.theta * ev.sum_omega
-
-
-def _infeasible(problem: PlanningProblem, coef, orders, choices) -> UserError:
+def _infeasible(problem: PlanningProblem, coef, choices) -> UserError:
     """One line: the quality budget that cannot be met, or how much memory is missing at the
     lowest allowed bits (and on which device), and what to change."""
     gib = 1024**3
@@ -322,11 +435,13 @@ def _infeasible(problem: PlanningProblem, coef, orders, choices) -> UserError:
     n = len(problem.cluster.devices)
     need, worst = 0.0, None
     for j, device in enumerate(problem.cluster.devices):
-        c = coef(device, mb, j == 0, j == n - 1, device)
         if not problem.allowed_bits(device):
             continue
+        c = coef(device, mb, j == 0, j == n - 1, device)
         share = problem.num_layers * device.memory_bytes / problem.cluster.total_memory_bytes
-        device_need = float(np.nanmin(c.layer_bytes)) * share + c.fixed_bytes
+        layer = max(float(np.nanmin(p.layer_bytes)) for p in (c.prefill, c.decode))
+        base = max(float(np.nanmin(p.base_bytes)) for p in (c.prefill, c.decode))
+        device_need = layer * share + base
         need += device_need
         short = device_need - device.memory_bytes
         if worst is None or short > worst[0]:

@@ -6,7 +6,7 @@ Usage::
 
     coef = stage_coefficients(problem, device, micro_batch, is_first=True, is_last=False,
                               next_device=other)
-    coef.prefill_layer_ms[k]         # one layer at BITS[k], one prefill micro-batch
+    coef.prefill.layer_ms[k]         # one layer at BITS[k], one prefill micro-batch
     ev = evaluate_stages(problem, [(device, [4, 4, 8]), (other, [16, 16, 3])], micro_batch)
     ev.makespan_s, ev.tokens_per_s, ev.peak_memory_bytes
 
@@ -43,20 +43,30 @@ from llmpq.planner.problem import BITS, PlanningProblem
 
 
 @dataclass(frozen=True, eq=False)
-class StageCoefficients:
-    """Linear costs of one device at one pipeline position: per layer at each of ``BITS``
-    (NaN where the device cannot run that bitwidth) plus what a used stage pays regardless."""
+class PhaseCoefficients:
+    """One phase's costs of one device at one pipeline position, for a micro-batch of one size:
+    time per layer at each of ``BITS`` (NaN where the device cannot run that bitwidth) plus what
+    a used stage pays regardless, the outgoing transfer, and the phase's exact memory peak as
 
-    prefill_layer_ms: np.ndarray  # (K,) one prefill micro-batch
-    decode_layer_ms: np.ndarray  # (K, steps) one decode micro-batch, per step
-    prefill_fixed_ms: float  # stage overhead + embeddings (first) + head (last)
-    decode_fixed_ms: np.ndarray  # (steps,)
-    prefill_send_ms: float  # outgoing transfer of one prefill micro-batch
-    decode_send_ms: float  # outgoing transfer of one decode micro-batch
-    layer_bytes: np.ndarray  # (K,) weights + KV cache of one layer (full context, whole batch)
-    fixed_bytes: int  # embeddings, head, reserve, decode workspace
-    prefill_layer_bytes: np.ndarray  # (K,) weights + KV cache at the prompt length
-    prefill_fixed_bytes: int  # embeddings, head, reserve, prefill workspace
+        peak(stage) = Σ_layers layer_bytes[k] + max_{k held} base_bytes[k] − held_bytes·[1 layer]
+
+    (every byte the stage holds at that phase's peak: weights, embeddings/head, reserve, KV,
+    workspace; see :func:`memory_coefficients`)."""
+
+    layer_ms: np.ndarray  # (K,) prefill; (K, steps) decode: one micro-batch, per step
+    fixed_ms: float | np.ndarray  # stage overhead + embeddings (first) + head (last)
+    send_ms: float  # outgoing transfer of one micro-batch
+    layer_bytes: np.ndarray  # (K,) one more layer at BITS[k]: weights + its KV at this phase
+    base_bytes: np.ndarray  # (K,) the rest of a stage of ≥ 2 layers holding BITS[k]
+    held_bytes: int  # what a one-layer stage does not hold (the caller's input is the layer's)
+
+
+@dataclass(frozen=True, eq=False)
+class StageCoefficients:
+    """Both phases of one device at one pipeline position, and the device's memory."""
+
+    prefill: PhaseCoefficients
+    decode: PhaseCoefficients
     memory_bytes: int  # the device's budget
 
 
@@ -73,37 +83,66 @@ def send_bytes(problem: PlanningProblem, batch: int, tokens: int, is_last: bool)
     return batch * tokens * problem.spec.hidden_bytes_per_token()
 
 
-@dataclass(frozen=True, eq=False)
-class PhaseCoefficients:
-    """One phase's share of :class:`StageCoefficients` (it depends on that phase's size only)."""
+def memory_coefficients(
+    problem: PlanningProblem, device: ClusterDevice, phase: str, size: int, *,
+    is_first: bool, is_last: bool,
+) -> tuple[np.ndarray, np.ndarray, int]:  # fmt: skip
+    """``(layer_bytes, base_bytes, held_bytes)`` of :class:`PhaseCoefficients`, read off the
+    exact memory model (:func:`~llmpq.costmodel.memory.stage_memory`) itself: a stage's peak at
+    one phase is linear in its layer count from two layers on, its workspace depends only on
+    which bitwidths it holds (the largest single-bitwidth workspace: a test checks this on every
+    family), and a one-layer stage does not hold its input apart from the layer's (the ids on
+    the first stage it does). So ``c`` layers at one bitwidth cost ``base + c · layer``, and one
+    layer ``base + layer − held``."""
+    allowed = problem.allowed_bits(device)
+    K = len(BITS)
+    w = problem.workload
+    micro_batch = (MicroBatch(size, w.batch_size, 1) if phase == "prefill"
+                   else MicroBatch(1, size, -(-w.batch_size // size)))  # fmt: skip
+    layer, base = np.full(K, np.nan), np.full(K, np.nan)
+    held = []
 
-    layer_ms: np.ndarray  # (K,) prefill; (K, steps) decode
-    fixed_ms: float | np.ndarray
-    send_ms: float
-    layer_bytes: np.ndarray
-    fixed_bytes: int
+    def peak(bits: list[int]) -> int:
+        m = stage_memory(problem.spec, bits, problem.workload, micro_batch, is_first=is_first,
+                         is_last=is_last, device_type=device.type)  # fmt: skip
+        return (
+            m.static_bytes
+            + m.reserve_bytes
+            + (m.prefill_peak_bytes if phase == "prefill" else m.decode_peak_bytes)
+        )
+
+    for k, b in enumerate(BITS):
+        if b not in allowed:
+            continue
+        one, two, three = (peak([b] * c) for c in (1, 2, 3))
+        layer[k] = three - two
+        base[k] = two - 2 * layer[k]
+        held.append(base[k] + layer[k] - one)
+    if held and max(held) - min(held) > 0:
+        raise AssertionError(f"held input differs across bits on {device.name}: {held}")
+    return layer, base, int(held[0]) if held else 0
 
 
 def phase_coefficients(
     problem: PlanningProblem, device: ClusterDevice, phase: str, size: int, *,
     is_first: bool, is_last: bool, next_device: ClusterDevice,
+    memory: tuple[np.ndarray, np.ndarray, int] | None = None,
 ) -> PhaseCoefficients:  # fmt: skip
-    """Costs of one ``phase`` micro-batch of ``size`` sequences at this pipeline position."""
+    """Costs of one ``phase`` micro-batch of ``size`` sequences at this pipeline position
+    (``memory``: :func:`memory_coefficients` of it, if already known)."""
     cm = problem.cost(device)
     w = problem.workload
     allowed = problem.allowed_bits(device)
     if phase == "prefill":
-        seq, tokens, kv_tokens = w.prompt_len, w.prompt_len, w.prompt_len
+        seq, tokens = w.prompt_len, w.prompt_len
         layer = np.array([cm.prefill_layer_ms(b, size, seq) if b in allowed else np.nan
                           for b in BITS])  # fmt: skip
-        mb = MicroBatch(size, w.batch_size, 1)
     else:
-        seq, tokens, kv_tokens = decode_contexts(problem), 1, w.max_context_len
+        seq, tokens = decode_contexts(problem), 1
         layer = np.stack(
             [np.broadcast_to(cm.decode_layer_ms(b, size, seq), seq.shape) if b in allowed
              else np.full(seq.shape, np.nan) for b in BITS]  # fmt: skip
         ) if seq.size else np.zeros((len(BITS), 0))  # fmt: skip
-        mb = MicroBatch(1, size, -(-w.batch_size // size))
     fixed = np.broadcast_to(cm.stage_overhead_ms(phase, size, seq), np.shape(seq)) * 1.0
     if is_first:
         fixed = fixed + cm.embed_ms(phase, size, seq)
@@ -113,26 +152,11 @@ def phase_coefficients(
         problem.cluster, device, next_device, send_bytes(problem, size, tokens, is_last),
         problem.comm,
     )  # fmt: skip
-    mem = stage_memory(
-        problem.spec, list(allowed), w, mb, is_first=is_first, is_last=is_last,
-        device_type=device.type,
-    )  # fmt: skip
-    kv = problem.spec.layer_kv_bytes_per_token() * w.batch_size * kv_tokens
-    layer_bytes = np.array(
-        [problem.spec.layer_weight_bytes(b) + kv if b in allowed else np.nan for b in BITS]
-    )
-    workspace = mem.prefill_workspace_bytes if phase == "prefill" else mem.decode_workspace_bytes
-    static = mem.embedding_bytes + mem.head_bytes + mem.reserve_bytes
+    if memory is None:
+        memory = memory_coefficients(problem, device, phase, size, is_first=is_first,
+                                     is_last=is_last)  # fmt: skip
     fixed_ms = float(fixed) if phase == "prefill" else np.asarray(fixed, dtype=np.float64)
-    return PhaseCoefficients(layer, fixed_ms, float(send), layer_bytes, int(static + workspace))
-
-
-def combine(prefill: PhaseCoefficients, decode: PhaseCoefficients, memory_bytes: int):
-    return StageCoefficients(
-        prefill.layer_ms, decode.layer_ms, prefill.fixed_ms, decode.fixed_ms, prefill.send_ms,
-        decode.send_ms, decode.layer_bytes, decode.fixed_bytes, prefill.layer_bytes,
-        prefill.fixed_bytes, memory_bytes,
-    )  # fmt: skip
+    return PhaseCoefficients(layer, fixed_ms, float(send), *memory)
 
 
 def stage_coefficients(
@@ -145,7 +169,7 @@ def stage_coefficients(
     next_device: ClusterDevice,
 ) -> StageCoefficients:
     where = {"is_first": is_first, "is_last": is_last, "next_device": next_device}
-    return combine(
+    return StageCoefficients(
         phase_coefficients(problem, device, "prefill", micro_batch.prefill_size, **where),
         phase_coefficients(problem, device, "decode", micro_batch.decode_size, **where),
         device.memory_bytes,
@@ -216,10 +240,10 @@ def evaluate_stages(
             next_device=stages[(j + 1) % n][0],
         )  # fmt: skip
         cols = [BITS.index(b) for b in bits]
-        t_p.append(coef.prefill_fixed_ms + sum(coef.prefill_layer_ms[k] for k in cols))
-        t_d.append(coef.decode_fixed_ms + sum((coef.decode_layer_ms[k] for k in cols), 0.0))
-        c_p.append(coef.prefill_send_ms)
-        c_d.append(coef.decode_send_ms)
+        t_p.append(coef.prefill.fixed_ms + sum(coef.prefill.layer_ms[k] for k in cols))
+        t_d.append(coef.decode.fixed_ms + sum((coef.decode.layer_ms[k] for k in cols), 0.0))
+        c_p.append(coef.prefill.send_ms)
+        c_d.append(coef.decode.send_ms)
     peak = peak_memory_bytes(problem, stages, micro_batch)
     over = {d.name: peak[d.name] - d.memory_bytes for d, _ in stages
             if peak[d.name] > d.memory_bytes}  # fmt: skip

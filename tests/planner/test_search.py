@@ -19,13 +19,19 @@ from .conftest import omega_array
 PAPER = load_workload("config/workloads/paper.yaml")
 
 
-def test_orders_never_permute_identical_devices() -> None:
+def test_orders_span_every_device_subset_and_never_permute_identical_devices() -> None:
     cluster = load_cluster("config/clusters/paper_03.yaml")  # 3×T4 + V100
-    orders = device_orders(cluster)
-    assert len(orders) == 4  # where the V100 sits
-    assert len({tuple(d.name for d in o) for o in orders}) == 4
+    orders, space = device_orders(cluster)
+    # 3 T4 + V100: 4 places for the V100; 2 T4 + V100: 3; 1 T4 + V100: 2; V100 alone; 1-3 T4s
+    assert len(orders) == 4 + 3 + 2 + 1 + 3 and space == "every ordered subset of the devices"
+    assert len({tuple(d.name for d in o) for o in orders}) == len(orders)
+    assert (cluster.device("v100-32g-0"),) in orders and (cluster.device("t4-0"),) in orders
     classes = order_classes(cluster, orders)
-    assert 1 <= len(classes) <= 4 and sum(map(len, classes)) == 4
+    assert sum(map(len, classes)) == len(orders)
+    few, space = device_orders(cluster, limit=10)  # past the limit: kinds kept together
+    assert space == "kinds kept together" and len(few) == 2 + 2 + 2 + 1 + 1 + 1 + 1
+    fewer, space = device_orders(cluster, limit=5)  # and then each kind wholly or not at all
+    assert space.endswith("wholly or not at all") and len(fewer) == 2 + 1 + 1
 
 
 def test_micro_batches_search_the_decode_count() -> None:
@@ -85,6 +91,23 @@ def test_per_layer_omega_gets_the_exact_assignment(small_problem) -> None:
         assert [b for _, b in pairs] == sorted(stage.bits, reverse=True) or len(
             set(stage.bits)
         ) == 1
+
+
+def test_a_single_device_wins_when_the_other_only_slows_the_pipeline() -> None:
+    cluster = Cluster.from_dict({"name": "mixed", "devices": [
+        {"name": "fast", "type": "A100-80G", "host": "a"},
+        {"name": "slow", "type": "T4", "host": "b"},  # across a 10 GbE link
+    ]})  # fmt: skip
+    spec = model_spec("opt-1.3b")
+    problem = planning_problem("opt-1.3b", cluster, Workload(8, 128, 32), costs_dir=None,
+                               indicator=omega_array(spec.num_layers), theta=0.0)  # fmt: skip
+    plan = make_plan(problem, "llmpq")
+    assert [s.device for s in plan.stages] == ["fast"]
+    assert plan.solver.status == "OPTIMAL" and plan.solver.gap <= 1e-3
+    (idle,) = plan.idle_devices
+    assert idle.device == "slow" and "at least" in idle.reason and "lower bound" in idle.reason
+    both = make_plan(problem, "uniform")  # the baseline must use both
+    assert len(both.stages) == 2 and plan.predicted.makespan_s < both.predicted.makespan_s
 
 
 def test_a_model_that_cannot_fit_is_one_clear_line() -> None:
