@@ -186,6 +186,10 @@ class Plan:
             caption += f"; {target}Σω {q.sum_omega:.4g}"
         if self.solver:
             caption += f"; solver {self.solver.name} {self.solver.status}"
+            if self.solver.gap is not None:
+                caption += f" (gap {self.solver.gap:.2%})"
+        for idle in self.idle_devices:
+            caption += f"; {idle.device} idle: {idle.reason}"
         rows = [
             [i, s.device, s.device_type, f"[{s.layers[0]}, {s.layers[1]})", runs(s.bits),
              mib(peak[s.device]) if s.device in peak else "—"]

@@ -10,7 +10,7 @@ Usage::
         "table": "summary.csv", "markdown": "summary.md", "throughput": "throughput.png",
         "frontier": "frontier.png", "timeline": "timeline.png"})
 
-Files are matched by their place in the data flow (DESIGN.md): ``plans/<cluster>/<workload>/
+Files are matched by their place in the data flow (docs/design.md): ``plans/<cluster>/<workload>/
 <variant>.json``, ``sim/…/<variant>.json``, ``quality/…/<variant>.json`` and ``serve/…/<variant>/
 metrics.json``, where a variant is a method (``pipeedge``) or llmpq with its quality target
 (``llmpq-theta1``, ``llmpq-eps2``). A plan file may instead hold a *no-plan record*

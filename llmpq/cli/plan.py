@@ -98,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
     save_plan(plan, args.out)
     s, pred = plan.solver, plan.predicted
     gap = f", gap {s.gap:.2%}" if s.gap is not None else ""
+    idle = (f" ({', '.join(d.device for d in plan.idle_devices)} idle: see idle_devices)"
+            if plan.idle_devices else "")  # fmt: skip
     print(
-        f"{plan.method}: {len(plan.stages)} stages, bits {sorted(set(plan.bits_per_layer()))}, "
+        f"{plan.method}: {len(plan.stages)} stages{idle}, bits {sorted(set(plan.bits_per_layer()))}, "
         f"micro-batches {plan.micro_batch.prefill_size}/{plan.micro_batch.decode_size}"
         f"x{plan.micro_batch.decode_count}; predicted {pred.tokens_per_s:.2f} tokens/s "
         f"({pred.makespan_s:.2f} s); {s.status}{gap} in {s.seconds:.2f} s -> {args.out}"

@@ -79,6 +79,8 @@ def __getattr__(name: str):
     if name in LAZY:
         return getattr(importlib.import_module(f"llmpq.indicator.{LAZY[name]}"), name)
     raise AttributeError(f"module 'llmpq.indicator' has no attribute {name!r}")
+
+
 SHAPE_METHODS = ("analytic", "random")  # need no weights
 METHODS = (*MEASURED, *SHAPE_METHODS)
 

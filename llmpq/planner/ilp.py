@@ -57,6 +57,13 @@ def build_model(
     form: Formulation, solver: SolverOptions = DEFAULT_SOLVER
 ) -> tuple[mip.Model, list]:
     """``form`` as a python-mip model (not solved) and its variables, by index."""
+    if solver.name.upper() == "CBC":
+        # cffi resolves library functions lazily, under a lock; a Model freed by the garbage
+        # collector while that lock is held (inside ffi.new) would need it again to reach
+        # Cbc_deleteModel: a deadlock seen in the tests. Resolve the deleter before any Model.
+        from mip import cbc
+
+        cbc.cbclib.Cbc_deleteModel  # noqa: B018
     m = mip.Model(sense=mip.MINIMIZE, solver_name=solver.name.upper())
     m.verbose = 0
     m.threads = solver.threads

@@ -376,14 +376,15 @@ def search(
     gap = max(0.0, (value - bound) / max(abs(value), 1e-12))
     status = "OPTIMAL" if gap <= options.gap + 1e-9 else "FEASIBLE"
     entries = [e[2] for e in heap] + s.closed
-    idle = _idle_devices(problem, best, entries, usable, value, bool(unbounded))
+    idle = _idle_devices(problem, best, entries, usable, value, options.gap, bool(unbounded))
     return SearchResult(
         best, value, bound, gap, status, time.perf_counter() - clock, space, candidates,
         s.solved, idle,
     )  # fmt: skip
 
 
-def _idle_devices(problem, best: Incumbent, entries, usable, value: float, unbounded: bool):
+def _idle_devices(problem, best: Incumbent, entries, usable, value: float, gap: float,
+                  unbounded: bool):  # fmt: skip
     """Each device the plan leaves out, with the proof (or the lack of one) that using it too
     does not pay: the least lower bound over the candidates that use more devices of its kind."""
     used = Counter(device_kind(d) for d in best.order)
@@ -405,11 +406,15 @@ def _idle_devices(problem, best: Incumbent, entries, usable, value: float, unbou
         if not math.isfinite(least):
             reason = "no plan that also uses it fits in memory and meets the quality target"
         elif least >= value * (1 - 1e-9):
-            reason = (f"every plan that also uses it has a {what} of at least {least:.4g} ms "
-                      f"(a proven lower bound) against this plan's {value:.4g} ms")  # fmt: skip
+            reason = (f"every plan that also uses it has a {what} of at least {least:.6g} ms "
+                      f"(a proven lower bound) against this plan's {value:.6g} ms")  # fmt: skip
+        elif least >= value * (1 - gap) - 1e-9:
+            reason = (f"a plan that also uses it could be faster by at most the gap target "
+                      f"({gap:.2%}): its {what} is at least {least:.6g} ms (a proven lower bound) "
+                      f"against this plan's {value:.6g} ms")  # fmt: skip
         else:
-            reason = (f"plans that also use it were not proven worse than this one beyond the "
-                      f"gap: lower bound {least:.4g} ms against {value:.4g} ms")  # fmt: skip
+            reason = (f"not proven: the search stopped at its time limit with plans that also "
+                      f"use it bounded only by {least:.6g} ms against this plan's {value:.6g} ms")  # fmt: skip
         out.append(IdleDevice(d.name, reason))
     return tuple(out)
 

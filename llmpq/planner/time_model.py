@@ -1,4 +1,4 @@
-"""The time model: what a pipeline of stages costs for the whole batch (DESIGN.md).
+"""The time model: what a pipeline of stages costs for the whole batch (docs/design.md).
 
 Usage::
 
