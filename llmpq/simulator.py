@@ -91,6 +91,7 @@ def simulate(plan: Plan, problem: PlanningProblem) -> SimResult:
             c = stage_coefficients(
                 problem, devices[j], MicroBatch(prefill_size, decode_size, 1),
                 is_first=j == 0, is_last=j == n - 1, next_device=devices[(j + 1) % n],
+                memory=False,
             )  # fmt: skip
             prefill = c.prefill.fixed_ms + sum(c.prefill.layer_ms[k] for k in cols[j])
             decode = c.decode.fixed_ms + sum((c.decode.layer_ms[k] for k in cols[j]), 0.0)

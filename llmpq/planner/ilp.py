@@ -53,10 +53,8 @@ class SolverOptions:
 DEFAULT_SOLVER = SolverOptions()
 
 
-def build_model(
-    form: Formulation, solver: SolverOptions = DEFAULT_SOLVER
-) -> tuple[mip.Model, list]:
-    """``form`` as a python-mip model (not solved) and its variables, by index."""
+def new_model(solver: SolverOptions = DEFAULT_SOLVER) -> mip.Model:
+    """An empty, quiet, deterministic python-mip model for ``solver``."""
     if solver.name.upper() == "CBC":
         # cffi resolves library functions lazily, under a lock; a Model freed by the garbage
         # collector while that lock is held (inside ffi.new) would need it again to reach
@@ -65,9 +63,15 @@ def build_model(
 
         cbc.cbclib.Cbc_deleteModel  # noqa: B018
     m = mip.Model(sense=mip.MINIMIZE, solver_name=solver.name.upper())
-    m.verbose = 0
-    m.threads = solver.threads
-    m.seed = solver.seed
+    m.verbose, m.threads, m.seed = 0, solver.threads, solver.seed
+    return m
+
+
+def build_model(
+    form: Formulation, solver: SolverOptions = DEFAULT_SOLVER
+) -> tuple[mip.Model, list]:
+    """``form`` as a python-mip model (not solved) and its variables, by index."""
+    m = new_model(solver)
     if solver.name.upper() == "CBC":
         m.cuts = 0  # these models are small: cut generation cost 2-3x the whole solve (measured)
     x = [

@@ -30,7 +30,7 @@ import numpy as np
 from llmpq.cluster import ClusterDevice
 from llmpq.plan import MicroBatch
 from llmpq.planner.formulation import GiB
-from llmpq.planner.ilp import DEFAULT_SOLVER, Solution, SolverOptions
+from llmpq.planner.ilp import DEFAULT_SOLVER, Solution, SolverOptions, new_model
 from llmpq.planner.instance import instance_for
 from llmpq.planner.problem import BITS, PlanningProblem
 from llmpq.planner.search import Incumbent, incumbent_of
@@ -57,8 +57,7 @@ def solve_reference(
     f_dec = inst.fd.mean(axis=1) if inst.steps else np.zeros(N)
     # memory as the original: per layer at the full context, the largest workspace always
     mem, mfix = inst.mem_layer[1], np.nanmax(inst.mem_base, axis=(0, 2))
-    m = mip.Model(sense=mip.MINIMIZE, solver_name=options.name.upper())
-    m.verbose, m.threads, m.seed = 0, options.threads, options.seed
+    m = new_model(options)
     cells = [(j, k) for j in range(N) for k in range(K) if inst.allowed(j, k)]
     z = {(i, j, k): m.add_var(f"z_{i}_{j}_{k}", var_type=mip.BINARY)
          for i in range(L) for j, k in cells}  # fmt: skip

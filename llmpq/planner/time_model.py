@@ -56,9 +56,9 @@ class PhaseCoefficients:
     layer_ms: np.ndarray  # (K,) prefill; (K, steps) decode: one micro-batch, per step
     fixed_ms: float | np.ndarray  # stage overhead + embeddings (first) + head (last)
     send_ms: float  # outgoing transfer of one micro-batch
-    layer_bytes: np.ndarray  # (K,) one more layer at BITS[k]: weights + its KV at this phase
-    base_bytes: np.ndarray  # (K,) the rest of a stage of ≥ 2 layers holding BITS[k]
-    held_bytes: int  # what a one-layer stage does not hold (the caller's input is the layer's)
+    layer_bytes: np.ndarray | None  # (K,) one more layer at BITS[k]: weights + its KV
+    base_bytes: np.ndarray | None  # (K,) the rest of a stage of ≥ 2 layers holding BITS[k]
+    held_bytes: int | None  # what a one-layer stage does not hold (its input is the layer's)
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,10 +126,11 @@ def memory_coefficients(
 def phase_coefficients(
     problem: PlanningProblem, device: ClusterDevice, phase: str, size: int, *,
     is_first: bool, is_last: bool, next_device: ClusterDevice,
-    memory: tuple[np.ndarray, np.ndarray, int] | None = None,
+    memory: tuple[np.ndarray, np.ndarray, int] | bool = True,
 ) -> PhaseCoefficients:  # fmt: skip
-    """Costs of one ``phase`` micro-batch of ``size`` sequences at this pipeline position
-    (``memory``: :func:`memory_coefficients` of it, if already known)."""
+    """Costs of one ``phase`` micro-batch of ``size`` sequences at this pipeline position;
+    ``memory``: :func:`memory_coefficients` of it if already known, True to compute them,
+    False to leave them out (None fields: pricing times only)."""
     cm = problem.cost(device)
     w = problem.workload
     allowed = problem.allowed_bits(device)
@@ -152,9 +153,11 @@ def phase_coefficients(
         problem.cluster, device, next_device, send_bytes(problem, size, tokens, is_last),
         problem.comm,
     )  # fmt: skip
-    if memory is None:
+    if memory is True:
         memory = memory_coefficients(problem, device, phase, size, is_first=is_first,
                                      is_last=is_last)  # fmt: skip
+    elif memory is False:
+        memory = (None, None, None)
     fixed_ms = float(fixed) if phase == "prefill" else np.asarray(fixed, dtype=np.float64)
     return PhaseCoefficients(layer, fixed_ms, float(send), *memory)
 
@@ -167,8 +170,11 @@ def stage_coefficients(
     is_first: bool,
     is_last: bool,
     next_device: ClusterDevice,
+    memory: bool = True,
 ) -> StageCoefficients:
-    where = {"is_first": is_first, "is_last": is_last, "next_device": next_device}
+    """Both phases' coefficients (``memory=False``: times only, for pricing a given plan)."""
+    where = {"is_first": is_first, "is_last": is_last, "next_device": next_device,
+             "memory": memory}  # fmt: skip
     return StageCoefficients(
         phase_coefficients(problem, device, "prefill", micro_batch.prefill_size, **where),
         phase_coefficients(problem, device, "decode", micro_batch.decode_size, **where),
@@ -237,7 +243,7 @@ def evaluate_stages(
     for j, (device, bits) in enumerate(stages):
         coef = stage_coefficients(
             problem, device, micro_batch, is_first=j == 0, is_last=j == n - 1,
-            next_device=stages[(j + 1) % n][0],
+            next_device=stages[(j + 1) % n][0], memory=False,
         )  # fmt: skip
         cols = [BITS.index(b) for b in bits]
         t_p.append(coef.prefill.fixed_ms + sum(coef.prefill.layer_ms[k] for k in cols))
