@@ -220,3 +220,20 @@ def test_the_memory_rows_reproduce_the_memory_model_for_any_mix_of_bits(model, d
                 model_bytes = (sum(layer[k] for k in cols) + max(base[k] for k in cols)
                                - held * (len(bits) == 1))  # fmt: skip
                 assert model_bytes == m.static_bytes + m.reserve_bytes + peak, (bits, phase)
+
+
+@pytest.mark.parametrize("memory_GiB", [0.5, 0.7, 0.8, 1.0, 2.0])
+def test_the_closed_form_feasibility_of_a_block_is_the_lps(small_problem, memory_GiB) -> None:
+    from llmpq.planner.bounds import _solve
+
+    problem = small_problem(6, memory_GiB=memory_GiB)
+    coef = CoefficientCache(problem)
+    devices = problem.cluster.devices
+    blocks = [PhaseBlock.prefill(problem, coef, order, p)
+              for order in (devices, devices[::-1], devices[:1], devices[1:]) for p in (1, 8)]
+    blocks += [PhaseBlock.decode(problem, coef, order, 2, 4)
+               for order in (devices, devices[:1], devices[1:])]  # fmt: skip
+    blocks = [b for b in blocks if b.can_cover()]
+    if blocks:
+        missed = _solve(blocks, slack=True)
+        assert [b.feasible() for b in blocks] == [bool(m <= 1e-7) for m in missed]
