@@ -229,8 +229,11 @@ def test_the_closed_form_feasibility_of_a_block_is_the_lps(small_problem, memory
     problem = small_problem(6, memory_GiB=memory_GiB)
     coef = CoefficientCache(problem)
     devices = problem.cluster.devices
-    blocks = [PhaseBlock.prefill(problem, coef, order, p)
-              for order in (devices, devices[::-1], devices[:1], devices[1:]) for p in (1, 8)]
+    blocks = [
+        PhaseBlock.prefill(problem, coef, order, p)
+        for order in (devices, devices[::-1], devices[:1], devices[1:])
+        for p in (1, 8)
+    ]
     blocks += [PhaseBlock.decode(problem, coef, order, 2, 4)
                for order in (devices, devices[:1], devices[1:])]  # fmt: skip
     blocks = [b for b in blocks if b.can_cover()]
