@@ -18,10 +18,12 @@ in one segment and no fill, and the budget with each bitwidth's least ω over th
 such LP's optimum is at most the part's ILP optimum, so their sum bounds the candidate.
 
 Thousands of such LPs are solved as a few block-diagonal LPs (a block's optimum is the
-block-diagonal optimum's restriction to it): first a feasibility pass (each block's memory and
-budget rows with a slack, the slacks minimised), then the blocks that can be met. scipy's HiGHS
-costs milliseconds per call whatever the size, so batching is what makes the first bounds of
-an 8-device cluster's ~150 order classes × 60 micro-batch choices take about a second.
+block-diagonal optimum's restriction to it), so one infeasible block must not enter: whether a
+block's memory rows can be met is decided in closed form (each position's most layers is a
+fractional knapsack), and with a budget or both phases by a slack pass (the soft rows with a
+slack, the slacks minimised); then the blocks that can be met are solved. scipy's HiGHS costs
+milliseconds per call whatever the size, so batching is what makes the first bounds of an
+8-device cluster's ~150 order classes × 60 micro-batch choices take about a second.
 """
 
 from __future__ import annotations
