@@ -16,7 +16,9 @@ Tensor names are *logical*: what the checkpoint stores after stripping the ``mod
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -145,13 +147,25 @@ def causal_mask(
         config=config,
         inputs_embeds=hidden,  # only its batch size, length and dtype are used
         attention_mask=step.attention_mask_2d,
-        past_key_values=cache,
         position_ids=step.position_ids,
         layer_idx=layer_idx,
         allow_is_causal_skip=not (hidden.device.type == "cpu" and step.q_len == 1),
+        **{cache_keyword(): cache},
     )
 
 
-def cache_kwargs(cache: Cache | None, name: str = "past_key_values") -> LayerKwargs:
+@functools.cache
+def cache_keyword() -> str:
+    """What the installed transformers calls the cache argument of its decoder layers and mask
+    builders: ``cache`` since the rename that deprecates ``past_key_values`` (removed in 5.40),
+    ``past_key_values`` before it. Read once off ``create_causal_mask``'s signature, so that
+    every 5.x release the package admits gets the name it knows and no deprecation warning."""
+    from transformers.masking_utils import create_causal_mask
+
+    params = inspect.signature(create_causal_mask).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_kwargs(cache: Cache | None, name: str | None = None) -> LayerKwargs:
     """The cache keyword arguments of a decoder layer (BLOOM calls its cache ``layer_past``)."""
-    return {name: cache, "use_cache": cache is not None}
+    return {name or cache_keyword(): cache, "use_cache": cache is not None}
