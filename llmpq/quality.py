@@ -31,7 +31,7 @@ from torch import nn
 from llmpq.errors import UserError
 from llmpq.models.checkpoint import Checkpoint
 from llmpq.models.default import evaluate_perplexity
-from llmpq.models.spec import ModelSpec
+from llmpq.models.spec import ModelSpec, group_size_for
 from llmpq.models.stage import PipelineStage, StageRange, chain_forward
 from llmpq.quant.apply import load_quantized_stage
 from llmpq.quant.calibration import model_text_ids
@@ -55,7 +55,8 @@ class PerplexityResult:
     window_tokens: int
     bits_per_layer: tuple[int, ...]
     method: str  # rtn | gptq
-    group_size: int
+    group_size: int  # asked for; a linear whose inputs it does not divide gets a smaller one:
+    group_sizes: dict[str, int]  # the group size each linear of a layer got at 3/4 bits
     stage_layers: tuple[tuple[int, int], ...]
     quantize_seconds: float
     eval_seconds: float
@@ -66,6 +67,13 @@ class PerplexityResult:
         data["bits_per_layer"] = list(self.bits_per_layer)
         data["stage_layers"] = [list(r) for r in self.stage_layers]
         return data
+
+
+def group_sizes(spec: ModelSpec, group_size: int) -> dict[str, int]:
+    """The group size each linear of a decoder layer gets at 3/4 bits when ``group_size`` is
+    asked for (:func:`llmpq.models.spec.group_size_for`)."""
+    return {lin.name: group_size_for(lin.in_features, group_size) or group_size
+            for lin in spec.layer_linears()}  # fmt: skip
 
 
 class _StageChain(nn.Module):
@@ -151,6 +159,7 @@ def plan_perplexity(
         bits_per_layer=bits,
         method=quantized.method,
         group_size=quantized.group_size,
+        group_sizes=group_sizes(spec, quantized.group_size),
         stage_layers=tuple((r.start, r.end) for r in ranges),
         quantize_seconds=round(quantize_done - start, 3),
         eval_seconds=round(end - quantize_done, 3),

@@ -35,6 +35,17 @@ from llmpq.errors import UserError
 
 SUPPORTED_BITS = (3, 4, 8, 16)
 DEFAULT_GROUP_SIZE = 128
+GROUP_SIZES = (32, 64, 128, 256)  # what the int4 kernels accept
+
+
+def group_size_for(in_features: int, group_size: int = DEFAULT_GROUP_SIZE) -> int | None:
+    """The group size a 3/4-bit linear with ``in_features`` inputs gets when ``group_size`` is
+    asked for: the largest of ``GROUP_SIZES`` up to it that divides the inputs (hidden sizes
+    that are not powers of two: 576 gets 64), None if none does."""
+    fits = [g for g in GROUP_SIZES if g <= group_size and in_features % g == 0]
+    return max(fits) if fits else None
+
+
 # int4 bytes the CPU 3-bit kernel rebuilds per row chunk (measured best of 0.5-8 MiB); here, not
 # in llmpq.quant.linear, so the memory model can use it without importing torch
 CHUNK_BYTES_3BIT = 4 << 20
@@ -84,7 +95,7 @@ def quantized_weight_bytes(
         return out_features * in_features * BYTES_16BIT
     if bits == 8:
         return out_features * in_features + out_features * BYTES_16BIT
-    groups = math.ceil(in_features / group_size)
+    groups = math.ceil(in_features / (group_size_for(in_features, group_size) or group_size))
     packed = math.ceil(in_features * bits / 32) * 4  # whole 32-bit words per output row
     return out_features * (packed + groups * 2 * BYTES_16BIT)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from llmpq.errors import UserError
+from llmpq.models.spec import group_size_for
 from llmpq.quant.rtn import (
     QUANT_BITS,
     QuantizedWeight,
@@ -75,6 +76,8 @@ def quantize_gptq(
         raise UserError("bits", bits, f"quantize to one of {list(QUANT_BITS)} (16 needs none)")
     n, k = w.shape
     check_quant_args(bits, group_size, k)
+    if bits != 8:
+        group_size = group_size_for(k, group_size)  # the largest allowed that divides K
     w = w.detach().float().clone()  # [N, K], updated in place as the sweep goes
     hessian = hessian.float().clone()
     dead = hessian.diagonal() == 0  # inputs never seen: any value is as good

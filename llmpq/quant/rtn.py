@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import torch
 
 from llmpq.errors import UserError
-from llmpq.models.spec import SUPPORTED_BITS
+from llmpq.models.spec import GROUP_SIZES, SUPPORTED_BITS, group_size_for
 
 QUANT_BITS = (3, 4, 8)  # bitwidths with a quantized module; 16 stays a 16-bit nn.Linear
-GROUP_SIZES = (32, 64, 128, 256)  # what the int4 kernels accept
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,12 +62,17 @@ def check_quant_args(bits: int, group_size: int, in_features: int | None = None)
         raise UserError("bits", bits, f"choose one of {list(SUPPORTED_BITS)}")
     if isinstance(group_size, bool) or group_size not in GROUP_SIZES:
         raise UserError("group_size", group_size, f"choose one of {list(GROUP_SIZES)}")
-    if bits in (3, 4) and in_features is not None and in_features % group_size:
+    if (
+        bits in (3, 4)
+        and in_features is not None
+        and group_size_for(in_features, group_size) is None
+    ):
         raise UserError(
             "group_size",
             group_size,
-            f"choose a group size in {list(GROUP_SIZES)} that divides {in_features}",
-            problem=f"does not divide the input features ({in_features})",
+            f"use a model whose linears' input features are multiples of {GROUP_SIZES[0]}",
+            problem=f"leaves no group size in {list(GROUP_SIZES)} that divides the input "
+            f"features ({in_features})",
         )
 
 
@@ -138,6 +142,7 @@ def quantize_rtn(
     if bits == 8:
         scale, _ = grid_params(w, bits, dtype)  # [N]
         return QuantizedWeight(bits, k, grid_codes(w, scale[:, None], None, bits), scale, None)
+    group_size = group_size_for(k, group_size)  # the largest allowed that divides K
     grouped = w.float().reshape(n, k // group_size, group_size)  # [N, G, g]
     scale, zero = grid_params(grouped, bits, dtype)  # [N, G] each
     codes = grid_codes(grouped, scale[..., None], zero[..., None], bits).view(n, k)

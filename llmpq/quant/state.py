@@ -152,4 +152,5 @@ def _from_portable(
         codes = unpack_nibbles(qweight)
     else:
         codes = unpack_nibbles(unpack_3bit(qweight, dim=1)) // 2
-    return QuantizedWeight(bits, group_size, codes, scales, parts["zeros"])
+    # a linear whose inputs the asked group size does not divide has a smaller one: its shape says
+    return QuantizedWeight(bits, codes.shape[1] // scales.shape[1], codes, scales, parts["zeros"])

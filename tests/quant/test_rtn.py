@@ -56,12 +56,33 @@ def test_a_constant_group_is_finite_and_exact_to_bf16() -> None:
     [
         (5, 128, 256, "bits = 5"),
         (4, 48, 256, "group_size = 48"),
-        (3, 256, 128, "does not divide the input features (128)"),
+        (
+            3,
+            256,
+            48,
+            "that divides the input features (48)",
+        ),
     ],
 )
 def test_bad_arguments_are_user_errors(bits: int, group_size: int, k: int, needle: str) -> None:
     with pytest.raises(UserError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         check_quant_args(bits, group_size, k)
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("k, expected", [(576, 64), (1536, 128), (96, 32), (256, 128)])
+def test_a_group_size_that_does_not_divide_the_inputs_becomes_the_largest_that_does(
+    bits: int, k: int, expected: int
+) -> None:
+    from llmpq.models.spec import quantized_weight_bytes
+
+    w = torch.randn(64, k, generator=torch.Generator().manual_seed(0))
+    qw = quantize_rtn(w, bits, group_size=128)
+    assert qw.group_size == expected and qw.scales.shape == (64, k // expected)
+    assert torch.allclose(qw.dequantize(), w, atol=float(w.abs().max()) / 2**bits)
+    # the memory model counts the scales and zeros of the group size the linear really got
+    stored = (qw.codes.shape[0] * -(-k * bits // 32) * 4) + 2 * qw.scales.numel() * 2
+    assert quantized_weight_bytes(64, k, bits, 128) == stored
 
 
 def test_16_bits_has_no_quantizer() -> None:
