@@ -7,6 +7,7 @@ from llmpq.cluster import load_cluster
 from llmpq.errors import UserError
 from llmpq.models.spec import NAMED_SHAPES
 from llmpq.plan import (
+    IdleDevice,
     MicroBatch,
     Plan,
     Prediction,
@@ -51,6 +52,26 @@ def test_round_trip_and_bits(tmp_path):
     data = json.loads((tmp_path / "plan.json").read_text())
     assert data["schema_version"] == 1 and data["stages"][0]["layers"] == [0, 10]
     assert data["quality"] is None
+
+
+def test_idle_devices_and_the_search_space_round_trip_and_show(tmp_path):
+    plan = make_plan(
+        stages=(Stage("v100-32g-0", "V100-32G", (0, 48), (4,) * 48),),
+        solver=SolverReport("CBC", "OPTIMAL", 3.0, 2.9, 0.03, 1.5, "every ordered subset"),
+        idle_devices=tuple(IdleDevice(f"t4-{i}", "slower by the bound") for i in range(3)),
+    )
+    again = load_plan(save_plan(plan, tmp_path / "plan.json"))
+    assert again == plan and again.solver.space == "every ordered subset"
+    assert "t4-2 idle: slower by the bound" in again._repr_html_()
+    data = json.loads((tmp_path / "plan.json").read_text())
+    data["idle_devices"] = "t4-0"
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="plan.idle_devices .* is not a list"):
+        load_plan(tmp_path / "bad.json")
+    data["idle_devices"] = [{"device": "t4-0"}]
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"plan.idle_devices\[0\]"):
+        load_plan(tmp_path / "bad.json")
 
 
 def test_matches_paper_cluster_3():
