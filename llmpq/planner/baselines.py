@@ -157,8 +157,4 @@ def adabits(problem: PlanningProblem, options: SolverOptions = DEFAULT_SOLVER) -
     budget = best_quality.objective * (1 + 1e-9) + 1e-12
     fastest = solve_instance(replace(inst, theta=0.0, budget=budget), options)
     sol = fastest if fastest.found else best_quality
-    stages, i = [], 0
-    for device, row in zip(order, sol.counts, strict=True):
-        stages.append((device, sol.bits_per_layer[i : i + int(row.sum())]))
-        i += int(row.sum())
-    return incumbent_of(problem, stages, mb, "adabits")
+    return incumbent_of(problem, list(zip(order, sol.stage_bits(), strict=True)), mb, "adabits")

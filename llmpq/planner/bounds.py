@@ -110,9 +110,7 @@ class PhaseBlock:
 
     @classmethod
     def prefill(cls, problem: PlanningProblem, coef, order, size: int) -> PhaseBlock:
-        from llmpq.plan import MicroBatch
-
-        phases = _phases(problem, coef, order, MicroBatch(size, 1, 1), "prefill")
+        phases = _phases(coef, order, "prefill", size)
         N, K = len(order), len(BITS)
         lp = np.array([p.layer_ms for p in phases])
         m_p = math.ceil(problem.workload.batch_size / size)
@@ -133,9 +131,7 @@ class PhaseBlock:
 
     @classmethod
     def decode(cls, problem: PlanningProblem, coef, order, size: int, count: int) -> PhaseBlock:
-        from llmpq.plan import MicroBatch
-
-        phases = _phases(problem, coef, order, MicroBatch(1, size, count), "decode")
+        phases = _phases(coef, order, "decode", size)
         N, K = len(order), len(BITS)
         ld = np.array([p.layer_ms.sum(axis=1) for p in phases])  # (N, K) Σ over the steps
         allowed = np.isfinite(ld)
@@ -198,9 +194,8 @@ class PhaseBlock:
                    problem.omega_budget is not None)  # fmt: skip
 
 
-def _phases(problem, coef, order, mb, phase: str) -> list:
+def _phases(coef, order, phase: str, size: int) -> list:
     n = len(order)
-    size = mb.prefill_size if phase == "prefill" else mb.decode_size
     return [coef.phase(order[j], phase, size, j == 0, j == n - 1, order[(j + 1) % n])
             for j in range(n)]  # fmt: skip
 

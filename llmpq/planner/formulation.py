@@ -95,11 +95,6 @@ class Formulation:
     one: dict = field(default_factory=dict)  # j -> index (positions whose input is held)
     z: dict = field(default_factory=dict)  # (i, j, k) -> index ("exact")
 
-    @property
-    def exact_time(self) -> bool:
-        """One segment per decode step: the objective is the closed form's."""
-        return len(self.segments) == max(self.instance.steps - 1, 0)
-
     # ------------------------------------------------------------------ building
     def var(self, name: str, lo: float = 0.0, hi: float = math.inf, integer: bool = False) -> int:
         self.names.append(name)

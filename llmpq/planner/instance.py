@@ -6,7 +6,7 @@ Usage::
 
     inst = instance_for(problem, order, micro_batch)    # costs at each position, per step
     inst.memory_fits(counts)        # the exact memory model's verdict on layer counts per (j, k)
-    inst.decode_ms(counts)          # the closed form's decode term (fill included)
+    inst.regimes(counts)            # which decode term binds at each step
 
 Positions ``j`` are the devices of ``order`` in pipeline order; every position holds at least
 one layer (a device left out of a plan is left out of its order: the search enumerates device
@@ -29,7 +29,7 @@ import numpy as np
 from llmpq.cluster import ClusterDevice
 from llmpq.plan import MicroBatch
 from llmpq.planner.problem import BITS, PlanningProblem
-from llmpq.planner.time_model import decode_pipeline_ms, stage_coefficients
+from llmpq.planner.time_model import stage_coefficients
 
 PHASES = ("prefill", "decode")
 
@@ -95,8 +95,9 @@ class Instance:
             room = self.cap[None, :, None] - self.mem_base + self.mem_held[:, :, None]
             most = np.floor(np.min(room / self.mem_layer, axis=0))
         most = np.where(np.isfinite(self.lp) & np.isfinite(most), most, 0)
-        one_fits = np.array([[self.fits_uniform(j, k, 1) for k in range(self.lp.shape[1])]
-                             for j in range(self.num_positions)])  # fmt: skip
+        with np.errstate(invalid="ignore"):  # what fits_uniform(j, k, 1) says, for every cell
+            one = self.mem_layer + self.mem_base - self.mem_held[:, :, None]
+            one_fits = np.isfinite(self.lp) & np.all(one <= self.cap[None, :, None], axis=0)
         return np.clip(np.where(one_fits, np.maximum(most, 1), 0), 0, self.max_layers)
 
     def interchangeable(self) -> list[tuple[int, int]]:
@@ -143,14 +144,6 @@ class Instance:
             t_p = np.nansum(self.lp * c, axis=1) + self.fp
             t_d = np.nansum(self.ld * c[:, :, None], axis=1) + self.fd
         return t_p, t_d
-
-    def prefill_ms(self, counts: np.ndarray) -> float:
-        t_p, _ = self.stage_ms(counts)
-        return float(np.sum(t_p + self.cp) + (self.m_p - 1) * np.max(np.maximum(t_p, self.cp)))
-
-    def decode_ms(self, counts: np.ndarray) -> float:
-        _, t_d = self.stage_ms(counts)
-        return decode_pipeline_ms(t_d, self.cd, self.m_d)
 
     def regimes(self, counts: np.ndarray) -> np.ndarray:
         """(S − 1,) which term binds each decode step before the last under ``counts``:

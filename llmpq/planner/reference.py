@@ -116,10 +116,7 @@ def solve_reference(
         objective, bound = float(m.objective_value), float(m.objective_bound)
         sol = Solution(model_status.name, counts, tuple(bits), objective, bound,
                        abs(objective - bound) / max(abs(objective), 1e-12), seconds)  # fmt: skip
-        stages, i = [], 0
-        for device, row in zip(order, counts, strict=True):
-            stages.append((device, bits[i : i + int(row.sum())]))
-            i += int(row.sum())
+        stages = list(zip(order, sol.stage_bits(), strict=True))
         found = incumbent_of(problem, stages, micro_batch, "reference")
     else:
         sol = Solution(model_status.name, None, None, None, None, None, seconds)

@@ -19,12 +19,14 @@ returned plan, and the bound is a lower bound of it over the whole space.
 
 How: one candidate per (order class, micro-batch choice). Every candidate starts with a cheap
 lower bound — a prefill LP (depends on the prefill size) plus a decode LP (depends on the
-decode choice) of its formulation with coarse decode segments — and is refined, best bound
-first, through: its joint LP; its ILP with coarse segments (a lower bound, since a segment's
-max of sums never exceeds the sum of maxes; its solution is a real plan, priced by the closed
-form); its ILP with one segment per step (exact: objective = closed form); and, with
-layer-specific ω, the exact layer assignment of each order of the class (the class's ILP
-assigns bits to layers without positions: a bound for all of them). Each refinement raises
+decode choice), batched (:mod:`llmpq.planner.bounds`) — and is refined, best bound first,
+through: its slim joint LP (batched); its formulation's LP; its ILP with coarse decode segments
+(a lower bound, since a segment's max of sums never exceeds the sum of maxes; its solution is a
+real plan, priced by the closed form), solved again with the segments split wherever that
+solution changes regime inside one, until it does not (then the ILP's value of it is the closed
+form); and, with layer-specific ω, the exact layer assignment of each order of the class (the
+class's ILP assigns bits to layers without positions: a bound for all of them). The incumbent
+is the ILP's cutoff: a candidate that cannot beat it is closed with the cutoff as its bound. Each refinement raises
 the candidate's bound; the search stops when the least bound left is within the gap target of
 the best plan found — then every candidate is proven unable to beat it by more than the gap —
 or at the time limit, with the honest gap (classes never bounded count with bound 0).
@@ -59,9 +61,10 @@ from llmpq.planner.ilp import (
     warm_start,
 )
 from llmpq.planner.instance import Instance, instance_for
-from llmpq.planner.problem import BITS, PlanningProblem
+from llmpq.planner.problem import PlanningProblem
 from llmpq.planner.time_model import (
     PhaseCoefficients,
+    StageCoefficients,
     evaluate_stages,
     memory_coefficients,
     phase_coefficients,
@@ -88,13 +91,6 @@ class Incumbent:
     @property
     def bits_per_layer(self) -> tuple[int, ...]:
         return tuple(b for _, bits in self.stages for b in bits)
-
-    def counts(self) -> np.ndarray:
-        out = np.zeros((len(self.stages), len(BITS)), dtype=int)
-        for j, (_, bits) in enumerate(self.stages):
-            for b in bits:
-                out[j, BITS.index(b)] += 1
-        return out
 
 
 def closed_form_value(
@@ -165,8 +161,6 @@ class CoefficientCache:
         return self.memo[key]
 
     def __call__(self, device, mb, first, last, nxt):
-        from llmpq.planner.time_model import StageCoefficients
-
         return StageCoefficients(
             self.phase(device, "prefill", mb.prefill_size, first, last, nxt),
             self.phase(device, "decode", mb.decode_size, first, last, nxt),
@@ -209,14 +203,10 @@ class _Search:
     def instance(self, c: _Candidate) -> Instance:
         return instance_for(self.problem, self.classes[c.cls][c.member], c.mb, self.coef)
 
-    def offer(self, order, mb: MicroBatch, sol: Solution, source: str = "ilp") -> None:
+    def offer(self, order, mb: MicroBatch, sol: Solution) -> None:
         """A solved ILP's plan, priced by the closed form, into the pool."""
-        stages, i = [], 0
-        for device, row in zip(order, sol.counts, strict=True):
-            size = int(row.sum())
-            stages.append((device, sol.bits_per_layer[i : i + size]))
-            i += size
-        found = incumbent_of(self.problem, stages, mb, source)
+        stages = list(zip(order, sol.stage_bits(), strict=True))
+        found = incumbent_of(self.problem, stages, mb, "ilp")
         if math.isfinite(found.value):
             self.pool.append(found)
 

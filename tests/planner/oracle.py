@@ -191,15 +191,6 @@ class _StageOptions:
     decode_send_ms: float
 
 
-def _phase_parts(coef, phase: str):
-    """(layer_ms over BITS, fixed_ms, send_ms) of a StageCoefficients, either layout."""
-    nested = getattr(coef, phase, None)
-    if nested is not None and hasattr(nested, "layer_ms"):
-        return nested.layer_ms, nested.fixed_ms, nested.send_ms
-    return (getattr(coef, f"{phase}_layer_ms"), getattr(coef, f"{phase}_fixed_ms"),
-            getattr(coef, f"{phase}_send_ms"))  # fmt: skip
-
-
 def _compositions(total: int, parts: int) -> list[tuple[int, ...]]:
     """Ordered tuples of ``parts`` non-negative ints summing to ``total``."""
     if parts == 1:
@@ -263,12 +254,14 @@ class _Pricer:
         if key not in self._times:
             table = {}
             for mb in self._pairs():
+                # times only: the oracle checks memory with stage_memory itself
                 coef = stage_coefficients(self.problem, device, mb, is_first=is_first,
-                                          is_last=is_last, next_device=next_device)  # fmt: skip
+                                          is_last=is_last, next_device=next_device,
+                                          memory=False)  # fmt: skip
                 for ph, sz in (("prefill", mb.prefill_size), ("decode", mb.decode_size)):
-                    layer, fixed, send = _phase_parts(coef, ph)
-                    layer = np.asarray(layer, dtype=np.float64)[self.cols[device.name]]
-                    table[ph, sz] = _PhaseTimes(layer, fixed, float(send))
+                    times = getattr(coef, ph)
+                    layer = np.asarray(times.layer_ms, dtype=np.float64)[self.cols[device.name]]
+                    table[ph, sz] = _PhaseTimes(layer, times.fixed_ms, float(times.send_ms))
             self._times[key] = table
         return self._times[key][phase, size]
 
