@@ -5,13 +5,18 @@ Usage::
     data = load_yaml_mapping("config/clusters/x.yaml", what="cluster")   # dict, or UserError
     write_text_atomic("results/plan.json", text)     # temp file + rename: never half-written
     write_netcdf_atomic("results/indicator/m.nc", data_array)   # xarray object, the same way
+    with staging_dir(Path("results/models/m"), overwrite=False) as tmp:   # a whole folder
+        ...                                                  # written into tmp, renamed at the end
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +85,54 @@ def write_netcdf_atomic(path: str | Path, data: Any, engine: str = "h5netcdf") -
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_out_dir(
+    out_dir: Path,
+    overwrite: bool,
+    field: str = "out_dir",
+    flag: str = "overwrite=True (--overwrite)",
+) -> None:
+    """UserError unless ``out_dir`` is absent, an empty folder, or may be replaced."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(field, str(out_dir), "give a folder path", problem="is a file")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise UserError(
+            field,
+            str(out_dir),
+            f"choose a new or empty folder, or pass {flag}",
+            problem="exists and is not empty",
+        )
+    parent = out_dir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UserError(
+            field,
+            str(out_dir),
+            "choose a folder you may write to",
+            problem=f"is under {parent}, not writable",
+        )
+
+
+@contextmanager
+def staging_dir(out_dir: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary folder next to ``out_dir`` that becomes ``out_dir`` only if the body succeeds.
+
+    An interrupted run leaves at most a hidden ``.NAME.tmp-*`` folder, never a partial out_dir.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        yield staging
+        check_out_dir(out_dir, overwrite)  # again: it may have appeared meanwhile
+        staging.chmod(0o755)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+            os.replace(out_dir, old)
+            os.replace(staging, out_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename

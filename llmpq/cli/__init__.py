@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from llmpq import __version__
 from llmpq.cli import (
     catalog,
+    import_model,
     indicator,
     model_info,
     plan,
@@ -27,7 +28,7 @@ from llmpq.cli import (
 from llmpq.errors import UserError
 
 SUBCOMMANDS = (
-    catalog, train_default, model_info, profile, roofline, ppl, indicator, plan, simulate, serve,
+    catalog, train_default, import_model, model_info, profile, roofline, ppl, indicator, plan, simulate, serve,
     report,
 )  # fmt: skip
 USER_ERROR_EXIT = 2

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from llmpq.errors import UserError
-from llmpq.quant.calibration import TRAIN_TEXT, model_text_ids
+from llmpq.quant.calibration import calibration_split, model_text_ids
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,7 +46,9 @@ def indicator_samples(
             raise UserError(name, value, "use a positive integer")
     if window_tokens < 2:
         raise UserError("window_tokens", window_tokens, "use at least 2 tokens per window")
-    path, ids = model_text_ids(model_dir, text, TRAIN_TEXT, "calibrate", "--calib", window_tokens)
+    path, ids = model_text_ids(
+        model_dir, text, calibration_split(model_dir), "calibrate", "--calib", window_tokens
+    )
     needed = num_windows * window_tokens
     if ids.numel() < needed:
         raise UserError(

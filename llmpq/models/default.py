@@ -31,8 +31,6 @@ import json
 import math
 import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +44,7 @@ from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from llmpq.errors import UserError
+from llmpq.files import check_out_dir, staging_dir
 from llmpq.models.corpus import (
     SPECIAL_TOKENS,
     CorpusSplits,
@@ -395,41 +394,6 @@ def _train_loop(
 # ---------------------------------------------------------------- output folder
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError("out_dir", str(out_dir), "give a folder path", problem="is a file")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise UserError(
-            "out_dir",
-            str(out_dir),
-            "choose a new or empty folder, or pass overwrite=True (--overwrite)",
-            problem="exists and is not empty",
-        )
-
-
-@contextmanager
-def _staging_dir(out_dir: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary folder next to ``out_dir`` that becomes ``out_dir`` only if the body succeeds.
-
-    An interrupted run leaves at most a hidden ``.NAME.tmp-*`` folder, never a partial out_dir.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
-        yield staging
-        _check_out_dir(out_dir, overwrite)  # again: it may have appeared while training
-        staging.chmod(0o755)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-            os.replace(out_dir, old)
-            os.replace(staging, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
-
-
 @contextmanager
 def _torch_threads(num_threads: int) -> Iterator[None]:
     before = torch.get_num_threads()
@@ -487,9 +451,9 @@ def train_default_model(
     preset_name, recipe = resolve_preset(preset)
     if max_train_seconds is not None:
         recipe = replace(recipe, max_train_seconds=max_train_seconds)
-    _check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
     threads = num_threads or available_cores()
-    with _torch_threads(threads), torch.random.fork_rng(), _staging_dir(out_dir, overwrite) as tmp:
+    with _torch_threads(threads), torch.random.fork_rng(), staging_dir(out_dir, overwrite) as tmp:
         splits = split_corpus(build_corpus(recipe.corpus_sources), recipe.heldout_fraction)
         tokenizer = train_tokenizer(splits.train_text(), recipe.vocab_size)
         train_ids = torch.tensor(tokenizer(splits.train_text())["input_ids"])

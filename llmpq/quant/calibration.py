@@ -4,7 +4,7 @@ Usage::
 
     model_dir = "results/models/default"
     ids = token_ids_of_file(model_dir, "my.txt")               # [T], the model's own tokenizer
-    windows = calibration_windows(model_dir)                    # [32, 512] from data/train.txt
+    windows = calibration_windows(model_dir)    # [32, 512] from data/calibration.txt or train.txt
     path, ids = model_text_ids(model_dir, None, Path("data/heldout.txt"), "evaluate", "--text", 64)
     # -> the held-out split's ids, or a UserError naming the file and the flag that gives one
 
@@ -21,6 +21,15 @@ import torch
 from llmpq.errors import UserError
 
 TRAIN_TEXT = Path("data") / "train.txt"  # the default model's training split (its own data)
+CALIBRATION_TEXT = Path("data") / "calibration.txt"  # an imported model's calibration text
+
+
+def calibration_split(model_dir: str | Path) -> Path:
+    """The model's own calibration text, relative to its folder: ``data/calibration.txt`` (an
+    imported model) where it exists, else the default model's ``data/train.txt``."""
+    return CALIBRATION_TEXT if (Path(model_dir) / CALIBRATION_TEXT).is_file() else TRAIN_TEXT
+
+
 DEFAULT_WINDOWS = 32  # calibration sequences; GPTQ is insensitive above a few dozen
 DEFAULT_WINDOW_TOKENS = 512
 
@@ -89,10 +98,12 @@ def calibration_windows(
 ) -> torch.Tensor:
     """``num_windows`` windows [W, window_tokens] evenly spaced over the calibration text.
 
-    ``text`` defaults to the model's own training split, ``MODEL/data/train.txt``. Deterministic.
+    ``text`` defaults to the model's own calibration text (:func:`calibration_split`). Deterministic.
     A text shorter than ``num_windows * window_tokens`` gives overlapping windows; one shorter
     than a window is a UserError.
     """
-    _, ids = model_text_ids(model_dir, text, TRAIN_TEXT, "calibrate", "--calib-text", window_tokens)
+    _, ids = model_text_ids(
+        model_dir, text, calibration_split(model_dir), "calibrate", "--calib-text", window_tokens
+    )
     starts = torch.linspace(0, ids.numel() - window_tokens, num_windows).long()  # [W]
     return ids[starts[:, None] + torch.arange(window_tokens)]  # [W, window_tokens]

