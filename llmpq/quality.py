@@ -31,6 +31,7 @@ from torch import nn
 from llmpq.errors import UserError
 from llmpq.models.checkpoint import Checkpoint
 from llmpq.models.default import evaluate_perplexity
+from llmpq.models.gguf import load_import_record
 from llmpq.models.spec import ModelSpec, group_size_for
 from llmpq.models.stage import PipelineStage, StageRange, chain_forward
 from llmpq.quant.apply import load_quantized_stage
@@ -61,6 +62,7 @@ class PerplexityResult:
     quantize_seconds: float
     eval_seconds: float
     seconds: float  # both
+    source_quantization: str | None = None  # an imported model's stored grid (Q4_1): the reference
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -128,6 +130,7 @@ def plan_perplexity(
     start = time.perf_counter()
     model_dir = Path(model_dir)
     ckpt = Checkpoint(model_dir)
+    record = load_import_record(model_dir)
     spec = ModelSpec.from_hf_config(ckpt.config_dict(), name=model_dir.name)
     bits = check_bit_plan(spec, bits_per_layer, group_size, method)
     ranges = _stage_ranges(stage_layers, spec.num_layers)
@@ -164,4 +167,5 @@ def plan_perplexity(
         quantize_seconds=round(quantize_done - start, 3),
         eval_seconds=round(end - quantize_done, 3),
         seconds=round(end - start, 3),
+        source_quantization=record.source_quantization if record else None,
     )

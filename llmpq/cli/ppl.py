@@ -81,5 +81,7 @@ def run(args: argparse.Namespace) -> int:
         f"perplexity {result.perplexity:.3f} over {result.tokens_evaluated} tokens "
         f"({result.method}, bits {sorted(set(result.bits_per_layer))}, group {result.group_size}) "
         f"in {result.seconds:.1f} s -> {args.out}"
-    )
+        + (f" (weights stored as {result.source_quantization} at source)"
+           if result.source_quantization else "")
+    )  # fmt: skip
     return 0

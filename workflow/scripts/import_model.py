@@ -12,5 +12,7 @@ from llmpq.models.gguf import import_gguf  # noqa: E402
 name = snakemake.wildcards.name  # noqa: F821
 run_logged(
     snakemake.log[0],  # noqa: F821
-    lambda: print(import_gguf(builtin_gguf(name), snakemake.output.model, overwrite=True, builtin=name)),  # noqa: F821
+    lambda: print(
+        import_gguf(builtin_gguf(name), snakemake.output.model, overwrite=True, builtin=name)
+    ),  # noqa: F821
 )
