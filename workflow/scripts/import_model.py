@@ -10,9 +10,8 @@ from llmpq.models.builtin import builtin_gguf  # noqa: E402
 from llmpq.models.gguf import import_gguf  # noqa: E402
 
 name = snakemake.wildcards.name  # noqa: F821
+out = snakemake.output.model  # noqa: F821
 run_logged(
     snakemake.log[0],  # noqa: F821
-    lambda: print(
-        import_gguf(builtin_gguf(name), snakemake.output.model, overwrite=True, builtin=name)
-    ),  # noqa: F821
+    lambda: print(import_gguf(builtin_gguf(name), out, overwrite=True, builtin=name)),
 )
