@@ -4,6 +4,7 @@ Run::
 
     python bench/indicator_quality.py [--json results/bench/indicator_quality.json]
         [--model results/models/default] [--plans 40] [--seed 0] [--threads 1]
+    python bench/indicator_quality.py --model results/models/smollm2-135m --plans 30   # real weights
         [--write-indicators results/indicator]
 
 1. Draws ``--plans`` seeded random mixed bit plans over {3, 4, 8, 16} for the model's layers
@@ -17,8 +18,8 @@ Run::
    first half of the plans and reports its MAPE on the other half (held out), over the held-out
    plans whose increase is above the noise floor (``NOISE_FLOOR_PCT``). For comparison it also
    fits a line with an intercept (same relative-error weighting).
-4. With ``--write-indicators DIR``, writes ``DIR/default.nc`` (variance) and
-   ``DIR/default-<method>.nc`` for the other measured methods, each with the calibration fitted
+4. With ``--write-indicators DIR``, writes ``DIR/<model>.nc`` (variance) and
+   ``DIR/<model>-<method>.nc`` for the other measured methods, each with the calibration fitted
    on *all* the plans attached.
 
 JSON: ``spearman`` {method: ρ}, ``seconds`` {method: s}, ``calibration_mape_pct`` {method:
@@ -93,7 +94,7 @@ def main() -> None:
         rho = float(spearmanr(x, increase).statistic)
         cal = fit_quality_calibration(x[fit], increase[fit])
         slope_c, intercept_c = _fit_with_intercept(x[fit], increase[fit])
-        mape = mape_pct(cal.slope_pct_per_omega * x[held], increase[held])
+        mape = mape_pct([cal.ppl_increase_pct(v) for v in x[held]], increase[held])
         mape_c = mape_pct(slope_c * x[held] + intercept_c, increase[held])
         result["spearman"][method] = round(rho, 4)
         result["seconds"][method] = da.attrs["seconds"]
@@ -116,7 +117,8 @@ def main() -> None:
 
     if args.write_indicators:
         for method in weight_based:
-            name = "default.nc" if method == "variance" else f"default-{method}.nc"
+            stem = model_spec(args.model).name
+            name = f"{stem}.nc" if method == "variance" else f"{stem}-{method}.nc"
             calibrated = calibrate_indicator(arrays[method], args.model, points=points)
             print(f"  -> {save_indicator(calibrated, Path(args.write_indicators) / name)}")
 

@@ -6,9 +6,11 @@ Run::
     python bench/runtime.py [--json results/bench/runtime.json] [--layers 20] [--batch 4]
         [--prompt-len 32] [--gen-len 16] [--decode-gen-len 24] [--threads N] [--skip-hetero]
         [--hetero-repeats 3]
+    python bench/runtime.py --model results/models/smollm2-135m \
+        --cluster config/clusters/cpu_hetero_smollm2.yaml        # the shipped real model
 
 One ~300M-parameter random-init LLaMA-style model (hidden 1024, ``--layers`` layers, vocab
-32000, bf16 weights) is saved once to a temporary folder; every comparison in a section uses
+32000, bf16 weights) is saved once to a temporary folder (or ``--model DIR`` is used); every comparison in a section uses
 the same model, batch and lengths, in this one process:
 
 1. ``one_stage_vs_hf_generate``: ``serve`` with a one-stage 16-bit plan (torchrun, one process
@@ -125,14 +127,16 @@ def main_sections(args) -> dict:
                                                 "platform": platform.platform()}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="llmpq-bench-runtime-") as tmp:
         tmp = Path(tmp)
-        model_dir = save_model(tmp / "model", args.layers)
-        spec = ModelSpec.from_hf_config(Checkpoint(model_dir).config_dict())
-        params = spec.num_layers * spec.layer_weight_bytes(16) // 2 + spec.embedding_bytes() // 2
-        results["model"] = {"layers": args.layers, "hidden": HIDDEN, "parameters": params}
-        print(f"model: {params / 1e6:.0f} M parameters, {args.layers} layers, bf16")
-        B, T, G, L = args.batch, args.prompt_len, args.gen_len, args.layers
+        model_dir = Path(args.model) if args.model else save_model(tmp / "model", args.layers)
+        spec = ModelSpec.from_hf_config(Checkpoint(model_dir).config_dict(), name=model_dir.name)
+        params = spec.param_count()
+        results["model"] = {"name": spec.name, "layers": spec.num_layers,
+                            "hidden": spec.hidden_size, "parameters": params}  # fmt: skip
+        print(f"model {spec.name}: {params / 1e6:.0f} M parameters, {spec.num_layers} layers, bf16")
+        B, T, G, L = args.batch, args.prompt_len, args.gen_len, spec.num_layers
         w = Workload(B, T, G)
-        prompts = synthetic_prompts(B, T, VOCAB, seed=0)
+        vocab = spec.vocab_size
+        prompts = synthetic_prompts(B, T, vocab, seed=0)
 
         if not args.skip_basics:
             threads = args.threads
@@ -167,7 +171,7 @@ def main_sections(args) -> dict:
             decode = {}
             D = args.decode_gen_len
             for bits in (16, 8):
-                p1 = synthetic_prompts(1, 16, VOCAB, seed=1)
+                p1 = synthetic_prompts(1, 16, vocab, seed=1)
                 m = serve_run(model_dir, plan_of(model_dir, [(0, L)], bits, (1, 1, 1),
                                                  Workload(1, 16, D)), p1, tmp / f"d{bits}", D, threads)  # fmt: skip
                 tps = (D - 1) / m.decode_s
@@ -199,7 +203,7 @@ def cpu_hetero_section(args, model_dir: Path, tmp: Path) -> dict:
     from llmpq.simulator import simulate
 
     root = Path(__file__).resolve().parents[1]
-    cluster = load_cluster(root / "config" / "clusters" / "cpu_hetero_300m.yaml")
+    cluster = load_cluster(args.cluster or root / "config" / "clusters" / "cpu_hetero_300m.yaml")
     w = Workload(args.hetero_batch, args.prompt_len, args.gen_len)
     spec = model_spec(model_dir)
     costs = tmp / "costs"
@@ -218,7 +222,7 @@ def cpu_hetero_section(args, model_dir: Path, tmp: Path) -> dict:
     plans = {
         "llmpq": make_plan(problem, "llmpq", SolverOptions(time_limit_s=10, gap=0.002))
     } | plans
-    prompts = synthetic_prompts(w.batch_size, w.prompt_len, VOCAB, seed=2)
+    prompts = synthetic_prompts(w.batch_size, w.prompt_len, spec.vocab_size, seed=2)
     out: dict = {"cluster": cluster.name, "workload": w.to_dict(), "methods": {}}
     runs: dict[str, list] = {method: [] for method in plans}
     for r in range(args.hetero_repeats):  # rounds over the methods: drift hits them alike
@@ -264,6 +268,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="write the figures here (atomic)")
     parser.add_argument("--layers", type=int, default=20, help="20: ~322 M parameters")
+    parser.add_argument("--model", help="a local checkpoint instead (e.g. results/models/smollm2-135m)")
+    parser.add_argument("--cluster", help="section 4's cluster (default cpu_hetero_300m.yaml; "
+                        "cpu_hetero_smollm2.yaml for the real model)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--gen-len", type=int, default=16)

@@ -53,7 +53,7 @@ def test_loading_a_file_for_another_shape_is_a_user_error(tmp_path: Path) -> Non
 def test_fit_recovers_a_known_slope_and_inverts_to_a_budget() -> None:
     rng = np.random.default_rng(0)
     sum_omega = rng.uniform(0.1, 2.0, 40)
-    increase = 1.7 * sum_omega * rng.normal(1.0, 0.05, 40)  # 5 % multiplicative noise
+    increase = 100 * np.expm1(0.017 * sum_omega) * rng.normal(1.0, 0.05, 40)  # 5 % noise
     cal = fit_quality_calibration(sum_omega, increase)
     assert cal.slope_pct_per_omega == pytest.approx(1.7, rel=0.03)
     assert cal.intercept_pct == 0.0 and cal.points == 40
@@ -62,6 +62,17 @@ def test_fit_recovers_a_known_slope_and_inverts_to_a_budget() -> None:
     assert cal.omega_budget(0.0) == 0.0
     with pytest.raises(UserError, match=">= 0"):
         cal.omega_budget(-1.0)
+
+
+def test_fit_holds_where_perplexity_doubles() -> None:
+    """Real weights: a few 3-bit layers double the perplexity; the fit is linear in log ppl."""
+    sum_omega = np.linspace(0.05, 4.0, 30)
+    increase = 100 * np.expm1(0.5 * sum_omega)  # up to +639 %
+    cal = fit_quality_calibration(sum_omega, increase)
+    assert cal.slope_pct_per_omega == pytest.approx(50.0, rel=1e-6)
+    assert cal.mape_pct == pytest.approx(0.0, abs=1e-6)
+    assert cal.ppl_increase_pct(2.0) == pytest.approx(100 * np.expm1(1.0))
+    assert cal.omega_budget(100.0) == pytest.approx(2 * np.log(2))
 
 
 def test_fit_needs_plans_above_the_noise_floor() -> None:
@@ -73,7 +84,7 @@ def test_omega_budget_needs_an_attached_calibration() -> None:
     da = analytic_indicator(model_spec("opt-13b"))
     with pytest.raises(UserError, match="--calibrate"):
         omega_budget(da, 1.0)
-    assert omega_budget(attach_calibration(da, CAL), 5.0) == pytest.approx(2.0)
+    assert omega_budget(attach_calibration(da, CAL), 5.0) == pytest.approx(100 * np.log(1.05) / 2.5)
 
 
 def test_calibrate_indicator_fits_measured_points() -> None:
@@ -82,8 +93,8 @@ def test_calibrate_indicator_fits_measured_points() -> None:
     plans = random_plans(spec.num_layers, 12, seed=1)
     assert all(len(set(p)) > 1 for p in plans)
     assert plans == random_plans(spec.num_layers, 12, seed=1)
-    # perplexities exactly 0.8 % per unit Σω above a reference of 50
-    ppl = tuple(50 * (1 + 0.008 * plan_omega(da, p)) for p in plans)
+    # log perplexity exactly 0.008 per unit Σω above a reference of 50 (0.8 % near 0)
+    ppl = tuple(50 * np.exp(0.008 * plan_omega(da, p)) for p in plans)
     points = QualityPoints(50.0, tuple(plans), ppl, seconds=1.0)
     out = calibrate_indicator(da, "unused", points=points)
     assert calibration_of(out).slope_pct_per_omega == pytest.approx(0.8)
