@@ -65,7 +65,9 @@ def main() -> None:
     parser.add_argument("--costs", help="cost tables DIR/cpu/<model>.nc (default: measured here)")
     parser.add_argument("--indicator", help="a calibrated indicator file (default: computed here)")
     parser.add_argument("--calibrate", type=int, default=16, help="random plans to calibrate on")
-    parser.add_argument("--eps", type=float, default=10.0, help="llmpq's perplexity increase limit, %%")
+    parser.add_argument(
+        "--eps", type=float, default=10.0, help="llmpq's perplexity increase limit, %%"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="served runs per plan")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
@@ -108,7 +110,9 @@ def main() -> None:
                 plans[method] = make_plan(base, method, options)
             except Exception as err:  # noqa: BLE001 - a baseline without a plan is a result
                 print(f"   {method}: no plan ({err})")
-        prompts = synthetic_prompts(workload.batch_size, workload.prompt_len, spec.vocab_size, seed=2)
+        prompts = synthetic_prompts(
+            workload.batch_size, workload.prompt_len, spec.vocab_size, seed=2
+        )
         runs: dict[str, list] = {m: [] for m in plans}
         for r in range(args.repeats):  # rounds over the methods: drift hits them alike
             for method, plan in plans.items():
@@ -143,7 +147,11 @@ def main() -> None:
               f"{row['perplexity']:>9.3f}{row['increase_pct']:>8.1f}"
               f"{row['served_tokens_per_s']:>14.2f}{row['simulated_tokens_per_s']:>12.2f}")  # fmt: skip
     ours = rows["llmpq"]
-    faster = [m for m in rows if m != "llmpq" and rows[m]["served_tokens_per_s"] >= ours["served_tokens_per_s"]]
+    faster = [
+        m
+        for m in rows
+        if m != "llmpq" and rows[m]["served_tokens_per_s"] >= ours["served_tokens_per_s"]
+    ]
     better = [m for m in rows if m != "llmpq" and rows[m]["perplexity"] <= ours["perplexity"]]
     ppl_ok = all(ours["perplexity"] <= rows[m]["perplexity"] for m in faster)
     speed_ok = all(ours["served_tokens_per_s"] >= rows[m]["served_tokens_per_s"] for m in better)

@@ -268,9 +268,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="write the figures here (atomic)")
     parser.add_argument("--layers", type=int, default=20, help="20: ~322 M parameters")
-    parser.add_argument("--model", help="a local checkpoint instead (e.g. results/models/smollm2-135m)")
-    parser.add_argument("--cluster", help="section 4's cluster (default cpu_hetero_300m.yaml; "
-                        "cpu_hetero_smollm2.yaml for the real model)")
+    parser.add_argument(
+        "--model", help="a local checkpoint instead (e.g. results/models/smollm2-135m)"
+    )
+    parser.add_argument(
+        "--cluster",
+        help="section 4's cluster (default cpu_hetero_300m.yaml; "
+        "cpu_hetero_smollm2.yaml for the real model)",
+    )
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--gen-len", type=int, default=16)

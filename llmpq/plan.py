@@ -40,7 +40,7 @@ from typing import Any
 from llmpq.cluster import Cluster
 from llmpq.errors import UserError
 from llmpq.files import write_json_atomic
-from llmpq.models.spec import SUPPORTED_BITS, ModelSpec
+from llmpq.models.spec import DEFAULT_GROUP_SIZE, SUPPORTED_BITS, ModelSpec
 from llmpq.workload import Workload
 
 SCHEMA_VERSION = 1
@@ -213,6 +213,11 @@ class Plan:
             "cluster": self.cluster,
             "stages": [s.to_dict() for s in self.stages],
             "micro_batch": asdict(self.micro_batch),
+            # derived from the shape (not read back): the 3/4-bit group each linear gets
+            "quantization": {
+                "group_size": DEFAULT_GROUP_SIZE,
+                "group_sizes": self.model_shape.group_sizes(DEFAULT_GROUP_SIZE),
+            },
             **optional,
             "idle_devices": [asdict(d) for d in self.idle_devices],
         }

@@ -32,7 +32,7 @@ from llmpq.errors import UserError
 from llmpq.models.checkpoint import Checkpoint
 from llmpq.models.default import evaluate_perplexity
 from llmpq.models.gguf import load_import_record
-from llmpq.models.spec import ModelSpec, group_size_for
+from llmpq.models.spec import ModelSpec
 from llmpq.models.stage import PipelineStage, StageRange, chain_forward
 from llmpq.quant.apply import load_quantized_stage
 from llmpq.quant.calibration import model_text_ids
@@ -69,13 +69,6 @@ class PerplexityResult:
         data["bits_per_layer"] = list(self.bits_per_layer)
         data["stage_layers"] = [list(r) for r in self.stage_layers]
         return data
-
-
-def group_sizes(spec: ModelSpec, group_size: int) -> dict[str, int]:
-    """The group size each linear of a decoder layer gets at 3/4 bits when ``group_size`` is
-    asked for (:func:`llmpq.models.spec.group_size_for`)."""
-    return {lin.name: group_size_for(lin.in_features, group_size) or group_size
-            for lin in spec.layer_linears()}  # fmt: skip
 
 
 class _StageChain(nn.Module):
@@ -162,7 +155,7 @@ def plan_perplexity(
         bits_per_layer=bits,
         method=quantized.method,
         group_size=quantized.group_size,
-        group_sizes=group_sizes(spec, quantized.group_size),
+        group_sizes=spec.group_sizes(quantized.group_size),
         stage_layers=tuple((r.start, r.end) for r in ranges),
         quantize_seconds=round(quantize_done - start, 3),
         eval_seconds=round(end - quantize_done, 3),

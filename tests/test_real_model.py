@@ -106,6 +106,10 @@ def test_plan_simulate_serve_and_ppl_of_the_plan(smollm2, work, short_text, tmp_
     plan_path = tmp_path / "plan.json"
     ok(capsys, "plan", *common, "--theta", "1000", "--out", plan_path)
     plan = load_plan(plan_path)
+    record = json.loads(plan_path.read_text())["quantization"]
+    assert record["group_sizes"] == {"self_attn.q_proj": 64, "self_attn.k_proj": 64,
+                                     "self_attn.v_proj": 64, "self_attn.o_proj": 64,
+                                     "mlp.gate_proj": 64, "mlp.up_proj": 64, "mlp.down_proj": 128}  # fmt: skip
     bits = [b for s in plan.stages for b in s.bits]
     assert len(bits) == 30 and len(plan.stages) == 2
     assert max(bits) == 8 and min(bits) < 8  # 8 bits everywhere does not fit: a mix

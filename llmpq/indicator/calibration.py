@@ -56,7 +56,9 @@ class QualityCalibration:
 
     def ppl_increase_pct(self, sum_omega: float) -> float:
         """Predicted perplexity increase (%) over the 16-bit model of a plan with ``sum_omega``."""
-        return 100 * math.expm1((self.slope_pct_per_omega * float(sum_omega) + self.intercept_pct) / 100)
+        return 100 * math.expm1(
+            (self.slope_pct_per_omega * float(sum_omega) + self.intercept_pct) / 100
+        )
 
     def omega_budget(self, ppl_increase_pct: float) -> float:
         """The largest Σω a plan may have for a predicted increase ≤ ``ppl_increase_pct`` %."""

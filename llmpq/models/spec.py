@@ -146,6 +146,12 @@ class ModelSpec:
             )
 
     # ------------------------------------------------------------------ decoder layer
+    def group_sizes(self, group_size: int = DEFAULT_GROUP_SIZE) -> dict[str, int]:
+        """The group size each linear of a decoder layer gets at 3/4 bits when ``group_size`` is
+        asked for (:func:`group_size_for`: 576 inputs get 64 where 128 is asked)."""
+        return {lin.name: group_size_for(lin.in_features, group_size) or group_size
+                for lin in self.layer_linears()}  # fmt: skip
+
     def layer_linears(self) -> tuple[LinearShape, ...]:
         """The quantizable linear modules of one decoder layer, named as in the HF module tree."""
         h, f = self.hidden_size, self.ffn_dim
