@@ -31,6 +31,7 @@ the best ρ), and the plans with their measured increases and every method's Σ�
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -49,7 +50,7 @@ from llmpq.indicator import (
     save_indicator,
 )
 from llmpq.indicator.calibration import NOISE_FLOOR_PCT, mape_pct
-from llmpq.indicator.quality import measure_random_plans
+from llmpq.indicator.quality import QualityPoints, measure_random_plans
 from llmpq.models.spec import model_spec
 
 RHO_TIE = 0.02  # ρ this close to the best counts as as good (for best per unit of compute)
@@ -63,6 +64,25 @@ def _fit_with_intercept(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
+def _measured(args) -> QualityPoints:
+    """The random plans' perplexities: measured here, or read from ``--points`` when that file
+    holds the same model, plan count and seed (then written there after measuring)."""
+    key = {"model": str(Path(args.model).resolve()), "plans": args.plans, "seed": args.seed}
+    path = Path(args.points) if args.points else None
+    if path is not None and path.is_file():
+        data = json.loads(path.read_text())
+        if data["key"] == key:
+            print(f"plans' perplexities read from {path}")
+            return QualityPoints(data["reference_perplexity"], tuple(map(tuple, data["plans"])),
+                                 tuple(data["perplexity"]), data["seconds"])  # fmt: skip
+    points = measure_random_plans(args.model, args.plans, args.seed)
+    if path is not None:
+        write_json_atomic(path, {"key": key, "reference_perplexity": points.reference_perplexity,
+                                 "plans": [list(p) for p in points.plans],
+                                 "perplexity": list(points.perplexity), "seconds": points.seconds})  # fmt: skip
+    return points
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="results/models/default")
@@ -71,11 +91,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--write-indicators", help="folder for the calibrated indicator files")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--points", help="cache of the measured plans (JSON): reused if it matches")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
-    points = measure_random_plans(args.model, args.plans, args.seed)
+    arrays = {method: compute_indicator(args.model, method, seed=args.seed) for method in METHODS}
+    print(
+        "indicators: " + ", ".join(f"{m} {da.attrs['seconds']:.1f} s" for m, da in arrays.items())
+    )
+    points = _measured(args)
     increase = np.asarray(points.increase_pct)
     half = len(increase) // 2
     fit, held = slice(0, half), slice(half, None)
@@ -84,12 +109,11 @@ def main() -> None:
         f"{points.reference_perplexity:.3f}, increases {increase.min():.3f}..{increase.max():.3f} %"
     )
 
-    arrays, result = {}, {"spearman": {}, "seconds": {}, "calibration_mape_pct": {}}
+    result = {"spearman": {}, "seconds": {}, "calibration_mape_pct": {}}
     result |= {"calibration_mape_pct_intercept": {}, "slope": {}, "sum_omega": {}}
     print(f"{'method':<15}{'rho':>7}{'seconds':>9}{'held-out MAPE %':>17}{'(+intercept)':>14}")
     for method in METHODS:
-        da = compute_indicator(args.model, method, seed=args.seed)
-        arrays[method] = da
+        da = arrays[method]
         x = np.asarray(points.sum_omega(da))
         rho = float(spearmanr(x, increase).statistic)
         cal = fit_quality_calibration(x[fit], increase[fit])

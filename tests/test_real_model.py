@@ -112,7 +112,8 @@ def test_plan_simulate_serve_and_ppl_of_the_plan(smollm2, work, short_text, tmp_
                                      "mlp.gate_proj": 64, "mlp.up_proj": 64, "mlp.down_proj": 128}  # fmt: skip
     bits = [b for s in plan.stages for b in s.bits]
     assert len(bits) == 30 and len(plan.stages) == 2
-    assert max(bits) == 8 and min(bits) < 8  # 8 bits everywhere does not fit: a mix
+    assert min(bits) <= 4  # 8 bits everywhere does not fit ...
+    assert max(bits) >= 8  # ... but θ = 1000 buys quality where the memory allows
     if code == 0:
         assert max(b for s in load_plan(uniform16).stages for b in s.bits) < 8
     sim = tmp_path / "sim.json"

@@ -39,7 +39,7 @@ import xarray as xr
 from scipy.stats import norm
 
 from llmpq.indicator.array import BITS, omega_array
-from llmpq.models.spec import DEFAULT_GROUP_SIZE, ModelSpec
+from llmpq.models.spec import DEFAULT_GROUP_SIZE, ModelSpec, group_size_for
 
 UNITS = "relative rounding-noise power of the layer's linear outputs, in hidden-size units"
 
@@ -58,7 +58,8 @@ def relative_noise_power(
     if bits == 8:
         step = expected_max_normal(2 * in_features) / 127
     else:
-        step = 2 * expected_max_normal(min(group_size, in_features)) / (2**bits - 1)
+        group = group_size_for(in_features, group_size) or in_features  # as RTN chooses it
+        step = 2 * expected_max_normal(group) / (2**bits - 1)
     return step**2 / 12
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from llmpq.indicator.model import FORWARD_BATCH, FullModel
-from llmpq.models.spec import DEFAULT_GROUP_SIZE
+from llmpq.models.spec import DEFAULT_GROUP_SIZE, group_size_for
 from llmpq.quant.rtn import grid_params
 
 UNITS = "squared output error per token, summed over the layer's linear outputs"
@@ -92,6 +92,7 @@ def noise_power(w: torch.Tensor, bits: int, second_moment: torch.Tensor, group_s
     if bits == 8:
         scale, _ = grid_params(w, bits)  # [N]: one step per row
         return float((scale.double() ** 2).sum() * m2.sum() / 12)
+    group_size = group_size_for(k, group_size) or k  # per linear, as RTN and GPTQ choose it
     scale, _ = grid_params(w.float().reshape(n, k // group_size, group_size), bits)  # [N, G]
     group_m2 = m2.view(k // group_size, group_size).sum(-1)  # [G]
     return float((scale.double() ** 2 * group_m2).sum() / 12)

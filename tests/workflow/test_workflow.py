@@ -11,7 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "workflow" / "tiny.yaml"
-STAGES = ("train_default_model", "profile", "roofline", "indicator", "plan", "simulate", "serve",
+STAGES = ("import_builtin_model", "profile", "roofline", "indicator", "plan", "simulate", "serve",
           "plan_perplexity", "reference_perplexity", "report")  # fmt: skip
 
 
@@ -57,6 +57,10 @@ def test_dry_run_of_the_defaults_has_every_stage_on_both_tracks(tmp_path):
     assert jobs["plan"] == jobs["simulate"] == 13 * 5  # 13 clusters x (3 baselines + 2 θ)
     assert jobs["serve"] == jobs["plan_perplexity"] == 2 * 5  # the CPU clusters are served
     assert jobs["profile"] == 1  # one device type present: cpu
+    assert "train_default_model" not in jobs  # the shipped real model is the default
+    trained = write_yaml(tmp_path / "trained.yaml", {"model": {"source": "trained"}})
+    jobs = jobs_of(dry_run(tmp_path, trained))
+    assert jobs["train_default_model"] == 1 and "import_builtin_model" not in jobs
 
 
 def stopped(proc, *needles):
