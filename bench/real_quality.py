@@ -66,7 +66,11 @@ def main() -> None:
     parser.add_argument("--indicator", help="a calibrated indicator file (default: computed here)")
     parser.add_argument("--calibrate", type=int, default=16, help="random plans to calibrate on")
     parser.add_argument(
-        "--eps", type=float, default=10.0, help="llmpq's perplexity increase limit, %%"
+        "--eps",
+        type=float,
+        nargs="+",
+        default=[10.0, 20.0],
+        help="llmpq's perplexity increase limits, %%: one llmpq plan each",
     )
     parser.add_argument("--repeats", type=int, default=3, help="served runs per plan")
     parser.add_argument("--json", help="write the figures here")
