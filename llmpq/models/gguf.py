@@ -28,7 +28,6 @@ Supported: the GGUF architectures that transformers reads and an llmpq adapter r
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 from collections import Counter
@@ -39,7 +38,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from llmpq.errors import UserError
-from llmpq.files import check_out_dir, staging_dir
+from llmpq.files import check_out_dir, file_sha256, staging_dir
 
 GGUF_MAGIC = b"GGUF"
 # GGUF general.architecture -> the HF model_type transformers builds (and llmpq runs)
@@ -148,14 +147,6 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
         tensor_count=len(reader.tensors),
         tensor_types=dict(sorted(types.items())),
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_texts(data_dir: Path) -> dict[str, str]:
@@ -293,7 +284,7 @@ def import_gguf(
         record = ImportRecord(
             source="gguf",
             file=str(path),
-            sha256=_sha256(path),
+            sha256=file_sha256(path),
             architecture=info.architecture,
             model_type=config.model_type,
             name=info.name,
