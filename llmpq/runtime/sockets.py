@@ -81,7 +81,7 @@ class SocketTransport:
         return cls(rank, world, out_sock, _tuned(in_sock), hidden_dtype, timeout_s)
 
     def send(self, msg: Message) -> None:
-        header = torch.tensor(header_of(msg), dtype=torch.long)
+        header = torch.tensor(header_of(msg) + list(msg.meta), dtype=torch.long)
         try:
             self.out_sock.sendall(header.numpy().tobytes())
             if msg.payload is not None:
@@ -107,9 +107,14 @@ class SocketTransport:
         words = torch.empty(HEADER_LEN, dtype=torch.long)
         self._read_into(memoryview(words.numpy()).cast("B"))
         header = Header.read(words.tolist(), self.hidden_dtype)
+        meta = ()
+        if header.meta_len:
+            words = torch.empty(header.meta_len, dtype=torch.long)
+            self._read_into(memoryview(words.numpy()).cast("B"))
+            meta = tuple(words.tolist())
         data = torch.empty(header.payload_bytes, dtype=torch.uint8)
         self._read_into(memoryview(data.numpy()))
-        return header.message(data)
+        return header.message(data, meta)
 
     def close(self) -> None:
         for sock in (self.out_sock, self.in_sock):

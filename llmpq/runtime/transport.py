@@ -13,7 +13,9 @@ Usage::
     rings = QueueTransport.ring(world)       # in one process: one transport per stage (threads)
 
 A message travels as one **frame**: a 64-byte header (int64 ``[kind, micro_batch, ndim, d0,
-d1, d2, 0, 0]``) and the payload's bytes (hidden states ``[b, q, H]`` between stages, token ids
+d1, d2, meta_len, 0]``), ``meta_len`` int64 words of control data (the dataset schedule's row
+bookkeeping, :mod:`llmpq.runtime.continuous`; none in the one-batch schedule) and the payload's
+bytes (hidden states ``[b, q, H]`` between stages, token ids
 ``[b]`` from the last stage to the first; none for STOP), padded to the size every frame of its
 phase has (:class:`Frames`: the largest micro-batch of the phase). Fixed sizes let each stage
 **post its receive ahead** (on CPU; :class:`DistTransport` says why not on CUDA): a stage
@@ -57,6 +59,7 @@ class Message:
     kind: int
     micro_batch: int = 0
     payload: torch.Tensor | None = None  # hidden [b, q, H] or token ids [b]; None for STOP
+    meta: tuple[int, ...] = ()  # control words that travel with the payload
 
 
 class PeerLost(RuntimeError):
@@ -77,6 +80,8 @@ class Frames:
     prompt_len: int
     hidden_size: int
     hidden_dtype: torch.dtype
+    meta_words: int = 0  # room for control words in every frame
+    uniform: bool = False  # every frame the size of the largest (kinds arrive in any order)
 
     @classmethod
     def of(cls, schedule, prompt_len: int, hidden_size: int, hidden_dtype: torch.dtype) -> Frames:
@@ -89,32 +94,44 @@ class Frames:
     def nbytes(self, kind: int, tokens: bool) -> int:
         """Bytes of a frame of ``kind`` (STOP travels as a decode frame) carrying token ids
         (to the first stage) or hidden states (to the others)."""
+        if self.uniform:
+            return max(self._nbytes(k, t) for k in (PREFILL, DECODE) for t in (False, True))
+        return self._nbytes(kind, tokens)
+
+    def _nbytes(self, kind: int, tokens: bool) -> int:
         prefill = kind == PREFILL
         rows = self.prefill_rows if prefill else self.decode_rows
+        head = HEADER_BYTES + self.meta_words * 8
         if tokens:
-            return HEADER_BYTES + rows * TOKEN_DTYPE.itemsize
+            return head + rows * TOKEN_DTYPE.itemsize
         q = self.prompt_len if prefill else 1
-        return HEADER_BYTES + rows * q * self.hidden_size * self.hidden_dtype.itemsize
+        return head + rows * q * self.hidden_size * self.hidden_dtype.itemsize
 
 
 def header_of(msg: Message) -> list[int]:
-    """The ``HEADER_LEN`` int64 words that announce ``msg``: kind, micro-batch, ndim, dims."""
+    """The ``HEADER_LEN`` int64 words that announce ``msg``: kind, micro-batch, ndim, dims
+    (up to three), then the count of control words that follow the header."""
     shape = list(msg.payload.shape) if msg.payload is not None else []
     header = [msg.kind, msg.micro_batch, len(shape), *shape]
-    return header + [0] * (HEADER_LEN - len(header))
+    header += [0] * (6 - len(header))
+    return header + [len(msg.meta), 0]
 
 
 def encode(msg: Message, nbytes: int, device: torch.device) -> torch.Tensor:
-    """The frame of ``msg``: uint8 [nbytes], header then the payload's bytes (then padding)."""
-    header = header_of(msg)
+    """The frame of ``msg``: uint8 [nbytes], header, control words, the payload's bytes (then
+    padding)."""
+    words = header_of(msg) + list(msg.meta)
+    head = len(words) * 8
     frame = torch.empty(nbytes, dtype=torch.uint8, device=device)
-    frame[:HEADER_BYTES].view(torch.long).copy_(torch.tensor(header, dtype=torch.long))
+    if head > nbytes:
+        raise ValueError(f"{len(msg.meta)} control words overflow a {nbytes}-byte frame")
+    frame[:head].view(torch.long).copy_(torch.tensor(words, dtype=torch.long))
     if msg.payload is not None:
         data = msg.payload.contiguous().view(-1).view(torch.uint8)
-        if HEADER_BYTES + data.numel() > nbytes:
+        if head + data.numel() > nbytes:
             raise ValueError(f"a {KIND_NAMES[msg.kind]} payload of {list(msg.payload.shape)} "
                              f"overflows its {nbytes}-byte frame")  # fmt: skip
-        frame[HEADER_BYTES : HEADER_BYTES + data.numel()].copy_(data)
+        frame[head : head + data.numel()].copy_(data)
     return frame
 
 
@@ -126,30 +143,33 @@ class Header:
     micro_batch: int
     shape: tuple[int, ...]  # () for STOP
     dtype: torch.dtype  # 3 dims are hidden states, 1 dim token ids
+    meta_len: int = 0  # control words after the header
 
     @classmethod
     def read(cls, words: list[int], hidden_dtype: torch.dtype) -> Header:
         """The header of ``words`` (the ``HEADER_LEN`` int64s of :func:`header_of`)."""
         kind, micro_batch, ndim, *dims = words
         dtype = hidden_dtype if ndim == 3 else TOKEN_DTYPE
-        return cls(kind, micro_batch, tuple(dims[:ndim]), dtype)
+        return cls(kind, micro_batch, tuple(dims[:ndim]), dtype, dims[3])
 
     @property
     def payload_bytes(self) -> int:
         return 0 if self.kind == STOP else math.prod(self.shape) * self.dtype.itemsize
 
-    def message(self, data: torch.Tensor) -> Message:
+    def message(self, data: torch.Tensor, meta: tuple[int, ...] = ()) -> Message:
         """The message, its payload read from ``data`` (uint8, at least ``payload_bytes``)."""
         if self.kind == STOP:
-            return Message(STOP, self.micro_batch)
+            return Message(STOP, self.micro_batch, meta=meta)
         payload = data[: self.payload_bytes].view(self.dtype).view(self.shape)
-        return Message(self.kind, self.micro_batch, payload)
+        return Message(self.kind, self.micro_batch, payload, meta)
 
 
 def decode(frame: torch.Tensor, hidden_dtype: torch.dtype) -> Message:
     """The message in ``frame`` (the payload a view of it)."""
     header = Header.read(frame[:HEADER_BYTES].view(torch.long).tolist(), hidden_dtype)
-    return header.message(frame[HEADER_BYTES:])
+    head = HEADER_BYTES + header.meta_len * 8
+    meta = tuple(frame[HEADER_BYTES:head].view(torch.long).tolist()) if header.meta_len else ()
+    return header.message(frame[head:], meta)
 
 
 class DistTransport:
