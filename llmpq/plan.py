@@ -21,6 +21,10 @@ Plan JSON (``schema_version`` 1)::
      "solver": {"name": "CBC", "status": "OPTIMAL", "objective": ..., "bound": ..., "gap": ...,
                 "seconds": ..., "space": "every ordered subset of the devices"},
      "quality": {"theta": 1.0, "budget": null, "sum_omega": ...},
+     "dataset": {"source": "prompts.jsonl", "prompts": 300, "concurrency": 16,
+                 "prompt_lens": {"edges": [...], "counts": [...]}, "max_new_tokens": {...},
+                 "predicted": {"makespan_s": ..., "tokens_per_s": ..., "generated_tokens": ...},
+                 "candidates": [{"concurrency": 8, "makespan_s": ...}, ...]},
      "idle_devices": [{"device": "t4-2", "reason": "every plan that also uses it ..."}]}
 
 Every layer of the model appears in exactly one stage; stages are contiguous and in pipeline
@@ -108,6 +112,23 @@ class IdleDevice:
 
 
 @dataclass(frozen=True)
+class DatasetRecord:
+    """What a dataset plan was made for (``llmpq plan --prompts`` or a workload of length
+    histograms) and what it predicts for the whole dataset: the concurrency the planner chose
+    (sequences in flight = ``decode_size × decode_count``), the length distributions as
+    histograms (``{"edges": [...], "counts": [...]}``), the predicted makespan of every
+    request, and each concurrency it weighed."""
+
+    source: str
+    prompts: int
+    prompt_lens: dict[str, list]
+    max_new_tokens: dict[str, list]
+    concurrency: int
+    predicted: dict[str, float]  # makespan_s, tokens_per_s, generated_tokens (at the limits)
+    candidates: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class QualityTarget:
     """The quality knob the plan was made under (θ or a budget) and the plan's Σω."""
 
@@ -129,6 +150,7 @@ class Plan:
     solver: SolverReport | None = None
     quality: QualityTarget | None = None
     idle_devices: tuple[IdleDevice, ...] = ()
+    dataset: DatasetRecord | None = None
 
     def __post_init__(self) -> None:
         _check_stages(self.stages, self.model_shape.num_layers)
@@ -203,7 +225,7 @@ class Plan:
         optional = {
             name: asdict(value) if value is not None else None
             for name, value in (("predicted", self.predicted), ("solver", self.solver),
-                                ("quality", self.quality))
+                                ("quality", self.quality), ("dataset", self.dataset))
         }  # fmt: skip
         return {
             "schema_version": SCHEMA_VERSION,
@@ -243,6 +265,7 @@ class Plan:
                 predicted=_optional(Prediction, data.get("predicted"), "plan.predicted"),
                 solver=_optional(SolverReport, data.get("solver"), "plan.solver"),
                 quality=_optional(QualityTarget, data.get("quality"), "plan.quality"),
+                dataset=_optional(DatasetRecord, data.get("dataset"), "plan.dataset"),
                 idle_devices=tuple(
                     _record(IdleDevice, d, f"plan.idle_devices[{i}]")
                     for i, d in enumerate(_list(data.get("idle_devices", []), "plan.idle_devices"))

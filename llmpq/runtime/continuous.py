@@ -55,6 +55,11 @@ KEEP_ALL = -1  # the meta's keep count when no row is dropped
 PER_NEW = 5  # meta words per admitted sequence: length, index, seed, temperature, top_p
 
 
+def meta_words(prefill_size: int, decode_size: int) -> int:
+    """The most control words a message carries: the keep list, then an admit's fields."""
+    return 2 + decode_size + PER_NEW * prefill_size
+
+
 def _f2i(x: float) -> int:
     return struct.unpack("<q", struct.pack("<d", float(x)))[0]
 

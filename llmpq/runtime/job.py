@@ -49,6 +49,20 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class DatasetJob:
+    """A dataset run: where the tokenized requests are and where stage 0 writes the outputs."""
+
+    requests: str  # tokenized requests JSONL (llmpq.runtime.requests.prepare_requests)
+    outputs: str  # outputs.jsonl, appended as requests finish
+    output_format: str  # "llmpq" or "openai"
+    model_name: str  # what OpenAI output lines name as the model
+    max_prompt_len: int  # the longest prompt (frame sizes)
+    max_context_len: int  # the longest prompt + output limit (the memory check)
+    refill: bool = True  # False: one batch at a time
+    progress: str | None = None  # progress.json, rewritten by stage 0 as requests finish
+
+
+@dataclass(frozen=True)
 class Job:
     plan: dict[str, Any]  # Plan.to_dict()
     model_dir: str
@@ -63,6 +77,7 @@ class Job:
     load_timeout_s: float = 600.0  # all stages loaded (the barrier before the run)
     fault: Fault | None = None
     ring: str = "auto"  # the stages' transport: auto, sockets or dist (see RINGS)
+    dataset: DatasetJob | None = None  # a dataset run (llmpq.runtime.continuous); else one batch
 
     @property
     def plan_obj(self) -> Plan:
@@ -78,6 +93,7 @@ class Job:
         data["sampling"] = Sampling(**data["sampling"])
         data["eos_ids"] = tuple(data["eos_ids"])
         data["fault"] = Fault(**data["fault"]) if data.get("fault") else None
+        data["dataset"] = DatasetJob(**data["dataset"]) if data.get("dataset") else None
         return cls(**data)
 
 
@@ -94,8 +110,14 @@ class JobDir:
         self._save({"input_ids": input_ids, "attention_mask": attention_mask}, "inputs.pt")
         write_json_atomic(self.path / "job.json", job.to_dict())
 
-    def read(self) -> tuple[Job, torch.Tensor, torch.Tensor]:
+    def write_job(self, job: Job) -> None:
+        """A dataset job: its requests are a file of their own (``DatasetJob.requests``)."""
+        write_json_atomic(self.path / "job.json", job.to_dict())
+
+    def read(self) -> tuple[Job, torch.Tensor | None, torch.Tensor | None]:
         job = Job.from_dict(json.loads((self.path / "job.json").read_text()))
+        if job.dataset is not None:
+            return job, None, None
         inputs = torch.load(self.path / "inputs.pt")
         return job, inputs["input_ids"], inputs["attention_mask"]
 

@@ -158,7 +158,10 @@ def diagnose(plan: Plan, statuses: dict[int, dict | None], returncode: int | Non
     return f"the run failed (torchrun exit code {returncode}) with no stage reporting an error"
 
 
-def _run_torchrun(jd: JobDir, plan: Plan, torchrun_args: Sequence[str]) -> None:
+def _run_torchrun(jd: JobDir, plan: Plan, torchrun_args: Sequence[str],
+                  on_poll=lambda: None) -> None:  # fmt: skip
+    """Run the job under torchrun; raise naming the stage that failed. ``on_poll`` runs every
+    poll (the dataset run's progress bar)."""
     world = len(plan.stages)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(jd.log, "wb") as log:
@@ -170,6 +173,7 @@ def _run_torchrun(jd: JobDir, plan: Plan, torchrun_args: Sequence[str]) -> None:
         try:
             while proc.poll() is None:
                 time.sleep(POLL_s)
+                on_poll()
                 if failed_at is None and any(
                     s and s["state"] == "failed" for s in jd.statuses(world).values()
                 ):

@@ -89,3 +89,66 @@ class ServeMetrics:
             "measured_over_predicted": self.measured_over_predicted(),
             "stages": list(self.stages),
         }
+
+
+@dataclass(frozen=True)
+class DatasetMetrics:
+    """What a dataset run measured (``metrics.json`` of ``serve --prompts``): ``makespan_s`` on
+    the first stage from every stage loaded to the last request written; ``tokens_per_s`` the
+    generated tokens (up to each end-of-sequence or limit) over it; this run's requests only
+    (a resumed run counts what it served)."""
+
+    method: str
+    num_stages: int
+    refill: bool  # False: one batch at a time
+    concurrency: int  # sequences in flight: decode_count x decode_size
+    prompts: int
+    generated_tokens: int
+    prompt_tokens: int
+    makespan_s: float
+    tokens_per_s: float
+    load_s: float
+    wall_s: float
+    launcher: str
+    prompt_lens: dict[str, float]  # min / mean / p50 / p90 / max tokens per prompt
+    stages: tuple[dict[str, Any], ...]
+    predicted: dict[str, Any] | None = None  # the plan's dataset prediction, if it has one
+
+    @classmethod
+    def from_reports(
+        cls, plan: Plan, reports: list[dict[str, Any]], *, refill: bool, prompt_lens,
+        wall_s: float, launcher: str,
+    ) -> DatasetMetrics:  # fmt: skip
+        import numpy as np
+
+        first = reports[0]
+        makespan = first["makespan_s"]
+        stages = tuple(r | {"busy_fraction": r["busy_s"] / makespan if makespan else 0.0}
+                       for r in reports)  # fmt: skip
+        lens = np.asarray(prompt_lens, dtype=np.float64)
+        summary = {"min": float(lens.min()), "mean": float(lens.mean()),
+                   "p50": float(np.percentile(lens, 50)), "p90": float(np.percentile(lens, 90)),
+                   "max": float(lens.max())} if lens.size else {}  # fmt: skip
+        mb = plan.micro_batch
+        predicted = plan.dataset.predicted if plan.dataset is not None else None
+        return cls(
+            method=plan.method, num_stages=len(reports), refill=refill,
+            concurrency=mb.decode_size * mb.decode_count, prompts=first["prompts"],
+            generated_tokens=first["generated_tokens"], prompt_tokens=int(lens.sum()),
+            makespan_s=makespan,
+            tokens_per_s=first["generated_tokens"] / makespan if makespan else 0.0,
+            load_s=max(r["load_s"] for r in reports), wall_s=wall_s, launcher=launcher,
+            prompt_lens=summary, stages=stages, predicted=predicted,
+        )  # fmt: skip
+
+    def measured_over_predicted(self) -> dict[str, float] | None:
+        if not self.predicted:
+            return None
+        return {n: getattr(self, n) / self.predicted[n] for n in ("makespan_s", "tokens_per_s")
+                if self.predicted.get(n)}  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stages"] = list(self.stages)
+        data["measured_over_predicted"] = self.measured_over_predicted()
+        return data

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from llmpq.errors import UserError
+from llmpq.files import write_json_atomic
 from llmpq.models.checkpoint import Checkpoint
 from llmpq.models.spec import ModelSpec
 from llmpq.models.stage import PipelineStage, StageRange, load_stage
@@ -165,8 +166,110 @@ def run_stage(
     return report, tokens
 
 
+def dataset_workload(job: Job) -> Workload:
+    """The shape a dataset run's memory is checked at: every slot at the longest context."""
+    d, mb = job.dataset, job.plan_obj.micro_batch
+    return Workload(mb.decode_size * mb.decode_count, d.max_prompt_len,
+                    max(1, d.max_context_len - d.max_prompt_len))  # fmt: skip
+
+
+class _Progress:
+    """Stage 0's ``progress.json`` (prompts done, tokens, seconds), rewritten at most every
+    half second and once at the end."""
+
+    def __init__(self, path: str | None, total: int) -> None:
+        self.path, self.total = path, total
+        self.start = self.last = time.perf_counter()
+        self.done = self.tokens = 0
+
+    def update(self, tokens: int, final: bool = False) -> None:
+        self.done += 0 if final else 1
+        self.tokens += tokens
+        now = time.perf_counter()
+        if self.path and (final or now - self.last >= 0.5):
+            self.last = now
+            write_json_atomic(Path(self.path), {"done": self.done, "total": self.total,
+                              "generated_tokens": self.tokens, "elapsed_s": now - self.start})  # fmt: skip
+
+
+def run_dataset_stage(
+    job: Job,
+    rank: int,
+    transport,
+    barrier: Callable[[], None],
+    device: torch.device | str = "cpu",
+    status: Callable[..., None] = lambda state, **info: None,
+    set_threads: bool = True,
+    on_finish: Callable | None = None,
+) -> dict[str, Any]:
+    """A dataset run's stage: check the budget, load, wait for all, run the continuous schedule
+    (:mod:`llmpq.runtime.continuous`); stage 0 appends each finished request to the outputs."""
+    from llmpq.runtime.continuous import ContinuousPipeline, Slots
+    from llmpq.runtime.outputs import OutputLog
+    from llmpq.runtime.requests import iter_requests
+
+    plan, stage_job, device, d = job.plan_obj, job.stages[rank], torch.device(device), job.dataset
+    if set_threads and stage_job.threads and device.type == "cpu":
+        torch.set_num_threads(stage_job.threads)
+    spec = ModelSpec.from_hf_config(Checkpoint(Path(job.model_dir)).config_dict())
+    need = check_stage_budget(plan, rank, spec, dataset_workload(job), stage_job.budget_bytes)
+    load_start = time.perf_counter()
+    stage = load_plan_stage(job, rank, device)
+    weights_bytes = sum(t.numel() * t.element_size() for t in stage.state_dict().values())
+    load_s = time.perf_counter() - load_start
+    if any(getattr(layer, "is_sliding", False) for layer in stage.new_cache().layers):
+        raise UserError("model", job.model_dir, "serve it with --synthetic (one batch)",
+                        "has sliding-window attention, which dataset serving does not refill")  # fmt: skip
+    warm_up(stage, device)
+    first = rank == 0
+    log = requests = None
+    if first:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(job.model_dir) if any(
+            (Path(job.model_dir) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
+        ) else None  # fmt: skip
+        total = sum(1 for _ in open(d.requests, encoding="utf-8"))
+        progress = _Progress(d.progress, total)
+        log = OutputLog(d.outputs, d.output_format, d.model_name)
+        requests = iter_requests(d.requests)
+
+        def finished(request, tokens, why) -> None:
+            text = tokenizer.decode(tokens, skip_special_tokens=True) if tokenizer else ""
+            log.write(request, tokens, text, why)
+            progress.update(len(tokens))
+            if on_finish is not None:
+                on_finish(request, tokens, why)
+
+    status("loaded")
+    barrier()
+    if job.fault is not None and job.fault.stage == rank:
+        transport = _FaultyTransport(transport, job.fault)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    mb = plan.micro_batch
+    run = ContinuousPipeline(
+        stage, Slots(mb.prefill_size, mb.decode_size, mb.decode_count), transport,
+        eos_ids=job.eos_ids, pad_id=job.pad_id, requests=requests,
+        on_finish=finished if first else (lambda r, t, why: None), refill=d.refill, sync=sync,
+    )  # fmt: skip
+    try:
+        result = run.run()
+    finally:
+        if log is not None:
+            log.close()
+    if first:
+        progress.update(0, final=True)
+    s = plan.stages[rank]
+    return {
+        "stage": rank, "device": s.device, "layers": list(s.layers), "bits": list(s.bits),
+        "threads": torch.get_num_threads(), "load_s": load_s, **result,
+        "weights_bytes": weights_bytes, "peak_memory_bytes": _peak_memory_bytes(device),
+        "predicted_memory_bytes": need.total_bytes, "budget_bytes": stage_job.budget_bytes,
+    }  # fmt: skip
+
+
 def ring_transport(job: Job, rank: int, world: int, device: torch.device, one_host: bool,
-                   batch_shape: tuple[int, int]):  # fmt: skip
+                   batch_shape: tuple[int, int] | None):  # fmt: skip
     """The ring for stage ``rank``: none to speak of for one stage; with ``job.ring`` "auto",
     TCP sockets between CPU stages of one host (:mod:`llmpq.runtime.sockets`), else
     ``torch.distributed`` frames (gloo between hosts, NCCL on GPUs); "sockets" or "dist"
@@ -179,7 +282,14 @@ def ring_transport(job: Job, rank: int, world: int, device: torch.device, one_ho
     if job.ring == "sockets" or (job.ring == "auto" and device.type == "cpu" and one_host):
         return SocketTransport.connect(rank, world, dtype, job.stage_timeout_s)
     hidden = Checkpoint(Path(job.model_dir)).config().hidden_size
-    frames = Frames.of(schedule_of(job, batch_shape[0]), batch_shape[1], hidden, dtype)
+    if job.dataset is not None:  # any kind may follow any: every frame the largest's size
+        from llmpq.runtime.continuous import meta_words
+
+        mb = job.plan_obj.micro_batch
+        frames = Frames(0, mb.prefill_size, mb.decode_size, job.dataset.max_prompt_len, hidden,
+                        dtype, meta_words(mb.prefill_size, mb.decode_size), uniform=True)  # fmt: skip
+    else:
+        frames = Frames.of(schedule_of(job, batch_shape[0]), batch_shape[1], hidden, dtype)
     return DistTransport(rank, world, device, frames, job.stage_timeout_s)
 
 
@@ -212,11 +322,15 @@ def main(job_dir: str) -> int:
             "nccl" if cuda else "gloo", timeout=timedelta(seconds=job.load_timeout_s)
         )
         one_host = int(os.environ.get("LOCAL_WORLD_SIZE", world)) == world  # set by torchrun
-        transport = ring_transport(job, rank, world, device, one_host, ids.shape)
-        report, tokens = run_stage(
-            job, rank, ids, mask, transport, dist.barrier, device,
-            lambda state, **info: jd.write_status(rank, state, **info),
-        )  # fmt: skip
+        transport = ring_transport(job, rank, world, device, one_host,
+                                   None if ids is None else ids.shape)  # fmt: skip
+        status = lambda state, **info: jd.write_status(rank, state, **info)  # noqa: E731
+        if job.dataset is not None:
+            report, tokens = run_dataset_stage(job, rank, transport, dist.barrier, device,
+                                               status), None  # fmt: skip
+        else:
+            report, tokens = run_stage(job, rank, ids, mask, transport, dist.barrier, device,
+                                       status)  # fmt: skip
         jd.write_report(rank, report, tokens)
         jd.write_status(rank, "done")
         dist.barrier()  # before destroy: gloo teardown otherwise aborts now and then
