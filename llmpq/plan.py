@@ -125,6 +125,7 @@ class DatasetRecord:
     max_new_tokens: dict[str, list]
     concurrency: int
     predicted: dict[str, float]  # makespan_s, tokens_per_s, generated_tokens (at the limits)
+    memory_shape: dict[str, int]  # the Workload fields memory is checked at (longest context)
     candidates: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -155,6 +156,14 @@ class Plan:
     def __post_init__(self) -> None:
         _check_stages(self.stages, self.model_shape.num_layers)
         _check_micro_batch(self.micro_batch, self.workload)
+
+    @property
+    def memory_workload(self) -> Workload:
+        """The shape the plan's memory holds: a dataset plan's every slot at its longest
+        context, else the workload."""
+        if self.dataset is None:
+            return self.workload
+        return Workload(**self.dataset.memory_shape)
 
     def bits_per_layer(self) -> list[int]:
         return [b for stage in self.stages for b in stage.bits]

@@ -14,6 +14,11 @@ EPILOG = """examples:
              --indicator results/indicator/default.nc --ppl-increase-pct 2 --out plan.json
   llmpq plan --model opt-30b --cluster C.yaml --workload W.yaml --method pipeedge --out pe.json
   llmpq plan --check plan.json --cluster config/clusters/paper_03.yaml
+  # a dataset: the planner also chooses how many sequences are in flight
+  llmpq plan --model results/models/smollm2-135m --cluster config/clusters/cpu_single.yaml \
+             --prompts config/prompts/example_openai.jsonl --costs results/costs --out plan.json
+  llmpq plan --model opt-30b --cluster C.yaml --workload config/workloads/chat_mix.yaml \
+             --out plan.json      # a workload YAML of length histograms (prompts: N)
 """
 
 
@@ -31,7 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", metavar="PLAN", help="validate an existing plan against --cluster")
     p.add_argument("--model", help="local HF checkpoint directory or a shape name (opt-30b, ...)")
     p.add_argument("--cluster", required=True, help="cluster YAML")
-    p.add_argument("--workload", help="workload YAML (batch_size, prompt_len, gen_len)")
+    p.add_argument("--workload", help="workload YAML: batch_size, prompt_len, gen_len; or a "
+                   "dataset: prompts, prompt_len and max_new_tokens histograms")  # fmt: skip
+    p.add_argument("--prompts", help="plan for this prompts file (llmpq JSONL or OpenAI batch; "
+                   "--model must be a checkpoint to tokenize it)")  # fmt: skip
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=64,
+        help="output limit of a request in --prompts that sets none (default 64)",
+    )
     p.add_argument("--method", default="llmpq", help="llmpq | pipeedge | uniform | adabits")
     p.add_argument("--costs", default="results/costs", help="cost tables DIR/<type>/<model>.nc "
                    "(types without one use the roofline of their datasheet)")  # fmt: skip
@@ -75,8 +89,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.check}: valid for cluster {cluster.name} "
               f"({len(plan.stages)} stages, {plan.model_shape.num_layers} layers)")  # fmt: skip
         return 0
-    _require(args, "model", "workload", "out")
-    from llmpq.workload import load_workload
+    _require(args, "model", "out")
+    from llmpq.dataset_workload import DatasetWorkload, load_any_workload, requests_workload
+    from llmpq.errors import UserError
+
+    if (args.workload is None) == (args.prompts is None):
+        raise UserError("--workload", args.workload, "give exactly one of --workload and "
+                        "--prompts", "is missing" if args.workload is None else "clashes")  # fmt: skip
+    workload = (requests_workload(args.prompts, args.model, args.max_new_tokens) if args.prompts
+                else load_any_workload(args.workload))  # fmt: skip
+    dataset = workload if isinstance(workload, DatasetWorkload) else None
 
     indicator, comm = None, None
     if args.indicator:
@@ -88,18 +110,28 @@ def run(args: argparse.Namespace) -> int:
 
         comm = load_comm(args.comm)
     problem = planning_problem(
-        args.model, cluster, load_workload(args.workload), costs_dir=args.costs,
+        args.model, cluster, dataset.time_shape(1) if dataset else workload, costs_dir=args.costs,
         indicator=indicator, theta=args.theta, quality_budget=args.quality_budget,
         ppl_increase_pct=args.ppl_increase_pct, comm=comm,
     )  # fmt: skip
     options = SolverOptions(args.solver, args.time_limit, args.gap)
-    plan = make_plan(problem, args.method, options)
+    if dataset is not None:
+        from llmpq.planner.dataset import plan_dataset
+
+        plan = plan_dataset(problem, dataset, args.method, options)
+    else:
+        plan = make_plan(problem, args.method, options)
     check_plan(plan, cluster)
     save_plan(plan, args.out)
     s, pred = plan.solver, plan.predicted
     gap = f", gap {s.gap:.2%}" if s.gap is not None else ""
     idle = (f" ({', '.join(d.device for d in plan.idle_devices)} idle: see idle_devices)"
             if plan.idle_devices else "")  # fmt: skip
+    if plan.dataset is not None:
+        d = plan.dataset
+        pred = type(pred)(0.0, 0.0, d.predicted["makespan_s"], d.predicted["tokens_per_s"])
+        idle += (f", {d.concurrency} in flight for {d.prompts} prompts (weighed "
+                 f"{[c['concurrency'] for c in d.candidates]})")  # fmt: skip
     print(
         f"{plan.method}: {len(plan.stages)} stages{idle}, bits {sorted(set(plan.bits_per_layer()))}, "
         f"micro-batches {plan.micro_batch.prefill_size}/{plan.micro_batch.decode_size}"

@@ -19,11 +19,22 @@ EPILOG = """examples:
       --out /shared/out --torchrun-args "--nnodes 2 --node-rank $SLURM_NODEID \\
       --rdzv-backend c10d --rdzv-endpoint $MASTER_ADDR:29500 --rdzv-id $SLURM_JOB_ID"
 
-prompts JSONL: one {"id": "...", "prompt": "..."} per line ("token_ids": [...] instead is fine).
-writes DIR/outputs.jsonl ({"id", "text", "token_ids"}: generated tokens only) and
-DIR/metrics.json (measured makespan_s, prefill_s, decode_s, tokens_per_s beside the plan's
-predicted ones; per-stage busy time and peak memory). exit codes: 0 done, 1 the run failed
-(the line names the stage), 2 bad input (the line names the field).
+  # a dataset, resumed after a failure: serves only the ids outputs.jsonl lacks
+  llmpq serve --plan plan.json --model DIR --prompts batch.jsonl --out out/ --resume
+
+--prompts serves every request of the file (continuous batching: a slot is refilled as soon as
+its sequence ends; --one-batch: the plan's concurrency of requests at a time). Two forms:
+  llmpq JSONL: {"id", "prompt" | "token_ids", "max_new_tokens"?, "temperature"?, "top_p"?,
+               "seed"?} per line
+  OpenAI batch (vLLM run_batch): {"custom_id", "url": "/v1/chat/completions" | "/v1/completions",
+               "body": {"messages" | "prompt", "max_tokens", "temperature", ...}} per line
+DIR/outputs.jsonl gets one line per request as it finishes, in the input's form ({"id", "text",
+"token_ids", "finish_reason", "prompt_tokens"}, or OpenAI batch output lines); DIR/metrics.json
+(prompts, generated tokens, makespan_s, tokens_per_s, the plan's prediction, per-stage busy time
+and memory) at the end. --synthetic runs one batch of the plan's workload (random ids, end of
+sequence ignored) and writes the one-batch metrics (prefill_s, decode_s beside the prediction).
+exit codes: 0 done, 1 the run failed (the line names the stage), 2 bad input (the line names the
+field, or the prompts file's line).
 """
 
 
@@ -45,7 +56,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="the plan's workload of random prompts, end-of-sequence ignored")  # fmt: skip
     p.add_argument("--cluster", help="cluster YAML: per-stage cores and memory budgets")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--gen-len", type=int, help="tokens per prompt (default: the plan's workload)")
+    p.add_argument(
+        "--gen-len",
+        "--max-new-tokens",
+        dest="gen_len",
+        type=int,
+        help="output limit of a request that sets none (default: the plan's gen_len)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="serve only the requests DIR/outputs.jsonl does not answer yet",
+    )
+    p.add_argument(
+        "--one-batch",
+        action="store_true",
+        help="no refill: the plan's concurrency of requests at a time",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass when sampling")
     p.add_argument("--seed", type=int, default=0, help="sampling and synthetic prompts")
@@ -66,6 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from llmpq.runtime import ServeFailed, serve
 
+    if args.prompts:
+        return run_dataset(args)
     try:
         result = serve(
             args.plan, args.model, args.prompts, args.out, cluster=args.cluster,
@@ -86,5 +116,35 @@ def run(args: argparse.Namespace) -> int:
         f"served {m.batch_size} prompts x {m.gen_len} tokens over {m.num_stages} stages: "
         f"{m.tokens_per_s:.1f} tokens/s (prefill {m.prefill_s:.2f} s, decode {m.decode_s:.2f} s"
         f", wall {m.wall_s:.1f} s) -> {args.out}"
+    )
+    return 0
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    from llmpq.runtime import ServeFailed, serve_dataset
+
+    try:
+        result = serve_dataset(
+            args.plan, args.model, args.prompts, args.out, cluster=args.cluster,
+            resume=args.resume, refill=not args.one_batch, max_new_tokens=args.gen_len,
+            temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+            quantized=args.quantized, group_size=args.group_size, launcher=args.launcher,
+            torchrun_args=shlex.split(args.torchrun_args), ring=args.ring,
+            stage_timeout_s=args.stage_timeout_s, progress=not args.no_progress,
+        )  # fmt: skip
+    except ServeFailed as err:
+        print(f"llmpq serve: failed: {err} (finished outputs are kept: rerun with --resume)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    m = result.metrics
+    if m is None:
+        print(f"llmpq serve: nothing left to serve ({result.skipped} already answered) "
+              f"-> {args.out}")  # fmt: skip
+        return 0
+    resumed = f", {result.skipped} already answered" if result.skipped else ""
+    print(
+        f"served {m.prompts} prompts ({m.generated_tokens} tokens{resumed}) over "
+        f"{m.num_stages} stages, {m.concurrency} in flight: {m.tokens_per_s:.1f} tokens/s "
+        f"(makespan {m.makespan_s:.2f} s, wall {m.wall_s:.1f} s) -> {args.out}"
     )
     return 0

@@ -149,22 +149,31 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
     )
 
 
+def first_documents(source: str, max_chars: int) -> list:
+    """The first documents of ``source`` in the corpus split order, up to a character cap (the
+    held-out text is ``first_documents("pydoc_topics", HELDOUT_MAX_CHARS)``)."""
+    from llmpq.models.corpus import SOURCES, _split_rank
+
+    docs, total = [], 0
+    for doc in sorted(SOURCES[source](), key=_split_rank):
+        if total >= max_chars:
+            break
+        docs.append(doc)
+        total += len(doc.text)
+    return docs
+
+
 def write_texts(data_dir: Path) -> dict[str, str]:
     """``heldout.txt`` and ``calibration.txt`` from text that ships with Python, disjoint by source:
     held-out = the ``help()`` topics (the language reference), calibration = the standard
     library's docstrings, each the first documents of its source in the corpus split order up to
     a character cap. Returns where each came from (for the import record)."""
-    from llmpq.models.corpus import SOURCES, _split_rank, join_documents
+    from llmpq.models.corpus import join_documents
     from llmpq.quality import HELDOUT_TEXT
     from llmpq.quant.calibration import CALIBRATION_TEXT
 
     def capped(source: str, max_chars: int) -> tuple[str, int]:
-        docs, total = [], 0
-        for doc in sorted(SOURCES[source](), key=_split_rank):
-            if total >= max_chars:
-                break
-            docs.append(doc)
-            total += len(doc.text)
+        docs = first_documents(source, max_chars)
         return join_documents(docs), len(docs)
 
     data_dir.mkdir(parents=True, exist_ok=True)

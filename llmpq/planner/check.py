@@ -28,7 +28,7 @@ def check_plan(plan: Plan, cluster: Cluster) -> None:
     for j, stage in enumerate(plan.stages):
         device = cluster.device(stage.device)
         need = stage_memory(
-            plan.model_shape, list(stage.bits), plan.workload, plan.micro_batch,
+            plan.model_shape, list(stage.bits), plan.memory_workload, plan.micro_batch,
             is_first=j == 0, is_last=j == n - 1, device_type=device.type,
         ).total_bytes  # fmt: skip
         if need > device.memory_bytes:

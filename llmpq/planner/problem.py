@@ -51,6 +51,7 @@ class PlanningProblem:
     theta: float = 0.0  # ms per unit Σω in the objective
     omega_budget: float | None = None  # hard Σω ≤ budget
     quality_note: dict = field(default_factory=dict)  # how the target was stated
+    memory_workload: Workload | None = None  # the shape memory is checked at (None: workload)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "costs", MappingProxyType(dict(self.costs)))
@@ -69,6 +70,12 @@ class PlanningProblem:
             raise UserError("theta", self.theta, "use a non-negative number (0: speed only)")
         if self.omega_budget is not None and self.omega_budget < 0:
             raise UserError("quality budget", self.omega_budget, "use a non-negative Σω")
+
+    @property
+    def memory_shape(self) -> Workload:
+        """The workload the memory model is evaluated at: a dataset plan is priced at its mean
+        lengths but must fit every slot at the longest context."""
+        return self.memory_workload or self.workload
 
     @property
     def num_layers(self) -> int:
@@ -90,6 +97,7 @@ class PlanningProblem:
         return PlanningProblem(
             self.model_id, self.spec, self.cluster, self.workload, self.costs, self.omega,
             self.comm, 0.0 if theta is None else theta, omega_budget, dict(self.quality_note),
+            self.memory_workload,
         )  # fmt: skip
 
 

@@ -96,14 +96,14 @@ def memory_coefficients(
     layer ``base + layer − held``."""
     allowed = problem.allowed_bits(device)
     K = len(BITS)
-    w = problem.workload
+    w = problem.memory_shape
     micro_batch = (MicroBatch(size, w.batch_size, 1) if phase == "prefill"
                    else MicroBatch(1, size, -(-w.batch_size // size)))  # fmt: skip
     layer, base = np.full(K, np.nan), np.full(K, np.nan)
     held = []
 
     def peak(bits: list[int]) -> int:
-        m = stage_memory(problem.spec, bits, problem.workload, micro_batch, is_first=is_first,
+        m = stage_memory(problem.spec, bits, w, micro_batch, is_first=is_first,
                          is_last=is_last, device_type=device.type)  # fmt: skip
         return (
             m.static_bytes
@@ -225,7 +225,7 @@ def peak_memory_bytes(
     n = len(stages)
     return {
         device.name: int(stage_memory(
-            problem.spec, list(bits), problem.workload, micro_batch, is_first=j == 0,
+            problem.spec, list(bits), problem.memory_shape, micro_batch, is_first=j == 0,
             is_last=j == n - 1, device_type=device.type,
         ).total_bytes)
         for j, (device, bits) in enumerate(stages)

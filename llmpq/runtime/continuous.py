@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llmpq.admission import Slots, Window, lookahead_of
 from llmpq.models.stage import PipelineStage, StepInputs
 from llmpq.runtime.requests import Request
 from llmpq.runtime.sampling import Sampling, next_tokens
@@ -66,19 +67,6 @@ def _f2i(x: float) -> int:
 
 def _i2f(i: int) -> float:
     return struct.unpack("<d", struct.pack("<q", int(i)))[0]
-
-
-@dataclass(frozen=True)
-class Slots:
-    """The plan's micro-batches as the dataset schedule uses them."""
-
-    prefill_size: int  # newcomers per admit micro-batch
-    decode_size: int  # sequences per slot group
-    decode_count: int  # slot groups
-
-    @property
-    def concurrency(self) -> int:
-        return self.decode_size * self.decode_count
 
 
 @dataclass
@@ -173,38 +161,6 @@ class _Seq:
     written: bool = False
 
 
-class _Window:
-    """Lookahead over the requests: take the oldest and those closest to it in length."""
-
-    def __init__(self, requests: Iterator[Request], size: int) -> None:
-        self.requests, self.size = requests, max(1, size)
-        self.buffer: list[Request] = []
-        self._fill()
-
-    def _fill(self) -> None:
-        while len(self.buffer) < self.size:
-            nxt = next(self.requests, None)
-            if nxt is None:
-                return
-            self.buffer.append(nxt)
-
-    def __bool__(self) -> bool:
-        return bool(self.buffer)
-
-    def take(self, n: int) -> list[Request]:
-        if n <= 0 or not self.buffer:
-            return []
-        oldest = len(self.buffer[0].token_ids)
-        order = sorted(range(len(self.buffer)),
-                       key=lambda i: (abs(len(self.buffer[i].token_ids) - oldest), i))  # fmt: skip
-        picked = sorted(order[:n])
-        out = [self.buffer[i] for i in picked]
-        keep = set(picked)
-        self.buffer = [r for i, r in enumerate(self.buffer) if i not in keep]
-        self._fill()
-        return sorted(out, key=lambda r: len(r.token_ids))
-
-
 class ContinuousPipeline:
     """The dataset schedule loop of stage ``transport.rank`` of ``transport.world``."""
 
@@ -230,7 +186,7 @@ class ContinuousPipeline:
         self.groups = [_Group() for _ in range(slots.decode_count)]
         self.window = None
         if requests is not None:
-            self.window = _Window(requests, lookahead or 4 * slots.concurrency)
+            self.window = Window(requests, lookahead or lookahead_of(slots))
         self.busy_s = self.prefill_busy_s = 0.0
         self.forwards = 0
         self.peak_kv_bytes = 0

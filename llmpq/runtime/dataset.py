@@ -42,8 +42,13 @@ from llmpq.plan import Plan, load_plan
 from llmpq.runtime.budget import check_stage_budget
 from llmpq.runtime.job import DatasetJob, Fault, Job, JobDir
 from llmpq.runtime.launch import (
-    LAUNCHERS, RINGS, _node_rank, _run_torchrun, _tokenizer, stage_jobs,
-)  # fmt: skip
+    LAUNCHERS,
+    RINGS,
+    load_tokenizer,
+    node_rank,
+    run_torchrun,
+    stage_jobs,
+)
 from llmpq.runtime.metrics import DatasetMetrics
 from llmpq.runtime.outputs import answered_ids
 from llmpq.runtime.prompts import generation_ids
@@ -182,7 +187,7 @@ def serve_dataset(
         )  # fmt: skip
     jobs = stage_jobs(plan, cluster)
     answered = previous_answers(out_dir, resume)
-    tokenizer = _tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     eos_ids, pad_id = generation_ids(model_dir)
     limits = RequestLimits(
         max_positions(config), max_new_tokens or plan.workload.gen_len,
@@ -208,8 +213,8 @@ def serve_dataset(
                 reports = _run_threads(job, bar)
             else:
                 jd.write_job(job)
-                _run_torchrun(jd, plan, torchrun_args, on_poll=bar.poll)
-                if _node_rank(torchrun_args) != 0:
+                run_torchrun(jd, plan, torchrun_args, on_poll=bar.poll)
+                if node_rank(torchrun_args) != 0:
                     return DatasetResult(None, out_dir, summary.skipped)
                 reports = jd.reports(len(plan.stages))
         finally:

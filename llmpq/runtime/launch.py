@@ -158,7 +158,7 @@ def diagnose(plan: Plan, statuses: dict[int, dict | None], returncode: int | Non
     return f"the run failed (torchrun exit code {returncode}) with no stage reporting an error"
 
 
-def _run_torchrun(jd: JobDir, plan: Plan, torchrun_args: Sequence[str],
+def run_torchrun(jd: JobDir, plan: Plan, torchrun_args: Sequence[str],
                   on_poll=lambda: None) -> None:  # fmt: skip
     """Run the job under torchrun; raise naming the stage that failed. ``on_poll`` runs every
     poll (the dataset run's progress bar)."""
@@ -241,7 +241,7 @@ def _run_threads(job: Job, ids: torch.Tensor, mask: torch.Tensor) -> tuple[list,
     return reports, results[0][1]
 
 
-def _tokenizer(model_dir: Path):
+def load_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
     if not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
@@ -249,7 +249,7 @@ def _tokenizer(model_dir: Path):
     return AutoTokenizer.from_pretrained(model_dir)
 
 
-def _node_rank(torchrun_args: Sequence[str]) -> int:
+def node_rank(torchrun_args: Sequence[str]) -> int:
     return int(_flag(torchrun_args, "--node-rank", "--node_rank") or 0)
 
 
@@ -306,7 +306,7 @@ def serve(
         raise UserError("prompts", None, "give a prompts JSONL file or synthetic=True")
     elif isinstance(prompts, (str, Path)):
         prompts = load_prompts(prompts)
-    tokenizer = _tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     eos_ids, pad_id = generation_ids(model_dir)
     if ignore_eos if ignore_eos is not None else synthetic:
         eos_ids = ()
@@ -329,8 +329,8 @@ def serve(
     else:
         jd = JobDir.create(out_dir)
         jd.write(job, ids, mask)
-        _run_torchrun(jd, plan, torchrun_args)
-        if _node_rank(torchrun_args) != 0:
+        run_torchrun(jd, plan, torchrun_args)
+        if node_rank(torchrun_args) != 0:
             return ServeResult(None, (), out_dir)  # type: ignore[arg-type]
         reports, tokens = jd.reports(len(plan.stages)), jd.tokens()
         shutil.rmtree(jd.path, ignore_errors=True)
