@@ -26,6 +26,7 @@ include: "workflow/rules/indicator.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/serve.smk"
+include: "workflow/rules/dataset.smk"
 include: "workflow/rules/quality.smk"
 include: "workflow/rules/report.smk"
 

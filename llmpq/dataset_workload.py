@@ -96,6 +96,15 @@ class DatasetWorkload:
         return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
 
 
+def length_summary(values) -> dict[str, float]:
+    """min / mean / p50 / p90 / max of a set of lengths (empty: {})."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return {}
+    return {"min": float(v.min()), "mean": float(v.mean()), "p50": float(np.percentile(v, 50)),
+            "p90": float(np.percentile(v, 90)), "max": float(v.max())}  # fmt: skip
+
+
 def _spread(name: str, spec, count: int) -> np.ndarray:
     if isinstance(spec, int) and not isinstance(spec, bool) and spec > 0:
         return np.full(count, spec, dtype=np.int64)

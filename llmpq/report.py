@@ -130,6 +130,52 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+DATASET_COLUMNS = (
+    "track", "cluster", "variant", "prompts", "concurrency", "prompt_len_mean", "prompt_len_p90",
+    "prompt_len_max", "generated_tokens", "served_tokens_per_s", "predicted_tokens_per_s",
+    "simulated_refill_tokens_per_s", "simulated_one_batch_tokens_per_s", "refill_over_one_batch",
+)  # fmt: skip
+
+
+def dataset_table(
+    plans: Sequence[str | Path] = (),
+    serves: Sequence[str | Path] = (),
+    sims: Sequence[str | Path] = (),
+) -> pd.DataFrame:
+    """The whole-dataset runs: one row per execution cluster (``plans``: the dataset plan,
+    ``serves``: its served metrics, in the same order) and one per planning-track plan simulated
+    on the dataset workload (``sims``); see DATASET_COLUMNS."""
+    rows = []
+    for plan_path, serve_path in zip(plans, serves, strict=True):
+        plan, served = (json.loads(Path(p).read_text()) for p in (plan_path, serve_path))
+        row = dict.fromkeys(DATASET_COLUMNS) | {"track": "execution",
+                                                "cluster": Path(plan_path).parent.name,
+                                                "variant": "llmpq"}  # fmt: skip
+        if not no_plan_reason(plan) and not no_plan_reason(served):
+            lens = served["prompt_lens"]
+            row |= {"prompts": served["prompts"], "concurrency": served["concurrency"],
+                    "prompt_len_mean": lens.get("mean"), "prompt_len_p90": lens.get("p90"),
+                    "prompt_len_max": lens.get("max"),
+                    "generated_tokens": served["generated_tokens"],
+                    "served_tokens_per_s": served["tokens_per_s"],
+                    "predicted_tokens_per_s": plan["dataset"]["predicted"]["tokens_per_s"]}  # fmt: skip
+        rows.append(row)
+    for key, sim in _load(sims).items():
+        row = dict.fromkeys(DATASET_COLUMNS) | {"track": "planning", "cluster": key[0],
+                                                "variant": key[2]}  # fmt: skip
+        if not no_plan_reason(sim):
+            refill, one, lens = sim["refill"], sim["one_batch"], sim["prompt_lens"]
+            row |= {"prompts": sim["prompts"], "concurrency": refill["concurrency"],
+                    "prompt_len_mean": lens.get("mean"), "prompt_len_p90": lens.get("p90"),
+                    "prompt_len_max": lens.get("max"),
+                    "generated_tokens": refill["generated_tokens"],
+                    "simulated_refill_tokens_per_s": refill["tokens_per_s"],
+                    "simulated_one_batch_tokens_per_s": one["tokens_per_s"],
+                    "refill_over_one_batch": refill["tokens_per_s"] / one["tokens_per_s"]}  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(DATASET_COLUMNS))
+
+
 # ---------------------------------------------------------------------------------- figures
 def _throughput(row: pd.Series) -> float | None:
     value = row["served_tokens_per_s"] if row["track"] == "execution" else None
@@ -280,12 +326,20 @@ def write_report(
     *,
     reference: str | Path | None,
     outputs: Mapping[str, str | Path],
+    dataset: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> pd.DataFrame:
-    """Write the table (``table``: CSV, ``markdown``) and the figures (``throughput``,
-    ``frontier``, ``timeline``: PNG) named in ``outputs``; return the table."""
+    """Write the table (``table``: CSV, ``markdown``), the whole-dataset table (``dataset``:
+    Markdown, from ``dataset``'s ``dataset_plans``, ``dataset_serves``, ``dataset_sims``) and
+    the figures (``throughput``, ``frontier``, ``timeline``: PNG) named in ``outputs``; return
+    the table."""
     table = summary_table(plans, sims, serves, quality, reference)
     write_text_atomic(outputs["table"], table.to_csv(index=False))
     write_text_atomic(outputs["markdown"], markdown_table(table))
+    if "dataset" in outputs:
+        d = dataset or {}
+        runs = dataset_table(d.get("dataset_plans", ()), d.get("dataset_serves", ()),
+                             d.get("dataset_sims", ()))  # fmt: skip
+        write_text_atomic(outputs["dataset"], markdown_table(runs))
     figures = {
         "throughput": lambda: throughput_figure(table),
         "frontier": lambda: frontier_figure(table),

@@ -40,3 +40,18 @@ def test_malformed_yaml_names_the_line(tmp_path):
     path.write_text("batch_size: 4\nprompt_len: [8\n")
     with pytest.raises(UserError, match="line"):
         load_workload(path)
+
+
+def test_the_shipped_example_dataset_is_the_generators_output():
+    """config/prompts/example_openai.jsonl has one writer: llmpq.example_prompts."""
+    import json
+    from pathlib import Path
+
+    from llmpq.example_prompts import example_requests
+
+    path = Path(__file__).resolve().parents[1] / "config/prompts/example_openai.jsonl"
+    shipped = [json.loads(x) for x in path.read_text().splitlines()]
+    assert shipped == example_requests(len(shipped)) and len(shipped) == 300
+    lengths = {len(r["body"]["messages"][0]["content"]) for r in shipped}
+    assert min(lengths) < 150 < 400 < max(lengths)  # varied lengths
+    assert {r["body"]["max_tokens"] for r in shipped} == {16, 32, 48, 64}

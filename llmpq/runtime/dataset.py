@@ -185,6 +185,8 @@ def serve_dataset(
             "--plan", plan.model_id, f"use a plan made for {model_dir} ({spec.num_layers} layers)",
             f"has {plan.model_shape.num_layers} layers",
         )  # fmt: skip
+    if not Path(prompts).is_file():
+        raise UserError("prompts file", str(prompts), "check the path", problem="does not exist")
     jobs = stage_jobs(plan, cluster)
     answered = previous_answers(out_dir, resume)
     tokenizer = load_tokenizer(model_dir)

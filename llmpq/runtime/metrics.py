@@ -121,14 +121,14 @@ class DatasetMetrics:
     ) -> DatasetMetrics:  # fmt: skip
         import numpy as np
 
+        from llmpq.dataset_workload import length_summary
+
         first = reports[0]
         makespan = first["makespan_s"]
         stages = tuple(r | {"busy_fraction": r["busy_s"] / makespan if makespan else 0.0}
                        for r in reports)  # fmt: skip
         lens = np.asarray(prompt_lens, dtype=np.float64)
-        summary = {"min": float(lens.min()), "mean": float(lens.mean()),
-                   "p50": float(np.percentile(lens, 50)), "p90": float(np.percentile(lens, 90)),
-                   "max": float(lens.max())} if lens.size else {}  # fmt: skip
+        summary = length_summary(lens)
         mb = plan.micro_batch
         predicted = plan.dataset.predicted if plan.dataset is not None else None
         return cls(

@@ -259,3 +259,17 @@ def iter_requests(path: str | Path) -> Iterator[Request]:
     with open(path, encoding="utf-8") as f:
         for line in f:
             yield Request.from_dict(json.loads(line))
+
+
+def first_requests(path: str | Path, out_path: str | Path, count: int) -> Path:
+    """The first ``count`` non-empty lines of a requests file (0: all), written atomically."""
+    from llmpq.files import write_text_atomic
+
+    lines = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if count and len(lines) == count:
+                break
+            if line.strip():
+                lines.append(line.rstrip("\n") + "\n")
+    return write_text_atomic(out_path, "".join(lines))

@@ -229,7 +229,8 @@ def run_dataset_stage(
         tokenizer = AutoTokenizer.from_pretrained(job.model_dir) if any(
             (Path(job.model_dir) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
         ) else None  # fmt: skip
-        total = sum(1 for _ in open(d.requests, encoding="utf-8"))
+        with open(d.requests, encoding="utf-8") as f:
+            total = sum(1 for _ in f)
         progress = _Progress(d.progress, total)
         log = OutputLog(d.outputs, d.output_format, d.model_name)
         requests = iter_requests(d.requests)

@@ -12,7 +12,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "workflow" / "tiny.yaml"
 STAGES = ("import_builtin_model", "profile", "roofline", "indicator", "plan", "simulate", "serve",
-          "plan_perplexity", "reference_perplexity", "report")  # fmt: skip
+          "plan_perplexity", "reference_perplexity", "dataset_prompts", "plan_dataset",
+          "serve_dataset", "simulate_dataset", "report")  # fmt: skip
 
 
 def snakemake(*args, cwd=ROOT, timeout=900):
@@ -56,6 +57,8 @@ def test_dry_run_of_the_defaults_has_every_stage_on_both_tracks(tmp_path):
     assert set(STAGES) <= set(jobs), jobs
     assert jobs["plan"] == jobs["simulate"] == 13 * 5  # 13 clusters x (3 baselines + 2 θ)
     assert jobs["serve"] == jobs["plan_perplexity"] == 2 * 5  # the CPU clusters are served
+    assert jobs["serve_dataset"] == jobs["plan_dataset"] == 2  # the whole dataset, each CPU one
+    assert jobs["simulate_dataset"] == 11 * 5  # every paper-cluster plan on the length histograms
     assert jobs["profile"] == 1  # one device type present: cpu
     assert "train_default_model" not in jobs  # the shipped real model is the default
     trained = write_yaml(tmp_path / "trained.yaml", {"model": {"source": "trained"}})
@@ -152,6 +155,12 @@ def test_tiny_config_runs_end_to_end_then_is_up_to_date_and_theta_reruns_only_pl
     assert float(row["served_tokens_per_s"]) > 0 and float(row["perplexity"]) > 1
     for name in ("throughput", "frontier", "timeline"):
         assert (results / f"report/{name}.png").stat().st_size > 10_000
+    served = [json.loads(x) for x in (results / "dataset/cpu_single/serve/outputs.jsonl")
+              .read_text().splitlines()]  # fmt: skip
+    assert sorted(r["id"] for r in served) == [f"t{i}" for i in range(10)]  # the first 10 lines
+    dataset = (results / "report/dataset.md").read_text().splitlines()
+    assert len(dataset) == 2 + 1 + 2  # header, cpu_single served, paper_09 x 2 plans simulated
+    assert "| execution | cpu_single | llmpq | 10 |" in dataset[2]
     outputs = (results / "serve/cpu_single/tiny/llmpq-theta1/outputs.jsonl").read_text()
     assert len(outputs.splitlines()) == 4
     for log in ("model/train_default", "profile/cpu", "indicator/opt-1.3b", "report/report"):
@@ -163,6 +172,7 @@ def test_tiny_config_runs_end_to_end_then_is_up_to_date_and_theta_reruns_only_pl
     theta2 = write_yaml(tmp_path / "theta2.yaml", {"plan": {"theta": [2]}})
     rerun = jobs_of(dry_run(tmp_path, TINY, theta2))
     assert rerun == {"plan": 2, "simulate": 2, "serve": 1, "plan_perplexity": 1, "report": 1,
+                     "plan_dataset": 1, "serve_dataset": 1, "simulate_dataset": 1,
                      "all": 1}  # fmt: skip
 
     html = tmp_path / "report.html"

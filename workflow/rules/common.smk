@@ -6,6 +6,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 from llmpq.cluster import Cluster
+from llmpq.dataset_workload import dataset_workload_from_dict
 from llmpq.errors import UserError
 from llmpq.workload import Workload
 
@@ -81,6 +82,24 @@ for track, names, workload in (
         TRACK[name], WORKLOAD_OF[name] = track, workload
         if track == "planning" and name not in PLANNING["models"]:
             _stop("planning.models", f"gives no model shape for cluster {name}; add `{name}: opt-30b` (say)")
+
+# ---------------------------------------------------------------- datasets
+DATASET = EXEC["dataset"]
+DATASET_PROMPTS = DATASET["prompts"] if EXEC["clusters"] else ""
+if DATASET_PROMPTS:
+    _prompts = Path(DATASET_PROMPTS)
+    if not _prompts.is_absolute() and not _prompts.is_file():  # run elsewhere: the shipped file
+        _prompts = Path(workflow.basedir) / _prompts
+    if not _prompts.is_file():
+        _stop("execution.dataset.prompts", f"{DATASET_PROMPTS} does not exist; give a requests "
+              "file (llmpq JSONL or OpenAI batch) or \"\" to skip the dataset run")
+    DATASET_PROMPTS = str(_prompts)
+DATASET_WORKLOAD_FILE = None
+if PLANNING["dataset_workload"] and PLANNING["clusters"]:
+    DATASET_WORKLOAD_FILE, _ = _checked_file(
+        "planning.dataset_workload", config["workloads_dir"], PLANNING["dataset_workload"],
+        "dataset_workload", dataset_workload_from_dict,
+    )
 
 if config["plan"]["ppl_increase_pct"] and not EXEC["indicator"]["calibrate_plans"]:
     _stop(

@@ -58,6 +58,32 @@ def serve_gpu_model(wildcards):
     return slurm_gpu_model(types.pop()) if len(types) == 1 else ""
 
 
+# ---------------------------------------------------------------- dataset
+DATASET_VARIANT = next((v for v in variants("execution") if v.startswith("llmpq")), "llmpq")
+
+
+def plan_dataset_inputs(wildcards):
+    c = wildcards.cluster
+    return {
+        "cluster": CLUSTER_FILE[c],
+        "prompts": rules.dataset_prompts.output[0],
+        "indicator": f"{RESULTS}/indicator/{MODEL_NAME}.nc",
+        "costs": cost_tables(wildcards),
+        "model": MODEL_DIR,
+    }
+
+
+def dataset_runs():
+    """The execution track's dataset runs (one per cluster) and the planning track's dataset
+    simulations (one per plan)."""
+    serves = [rules.serve_dataset.output.metrics.format(cluster=c)
+              for c in EXEC["clusters"]] if DATASET_PROMPTS else []  # fmt: skip
+    plans = [rules.plan_dataset.output.plan.format(cluster=c)
+             for c in EXEC["clusters"]] if DATASET_PROMPTS else []  # fmt: skip
+    sims = per_plan(rules.simulate_dataset.output.sim, "planning") if DATASET_WORKLOAD_FILE else []
+    return {"dataset_plans": plans, "dataset_serves": serves, "dataset_sims": sims}
+
+
 # ---------------------------------------------------------------- report
 def report_inputs(wildcards):
     inputs = {
@@ -66,6 +92,7 @@ def report_inputs(wildcards):
         "serves": per_plan(rules.serve.output.metrics, "execution"),
         "quality": per_plan(rules.plan_perplexity.output.ppl, "execution"),
     }
+    inputs |= dataset_runs()
     if EXEC["clusters"]:
         inputs["reference"] = rules.reference_perplexity.output.ppl
     return inputs

@@ -13,6 +13,11 @@ rule report:
             category="Summary",
         ),
         markdown=f"{RESULTS}/report/summary.md",
+        dataset=report(
+            f"{RESULTS}/report/dataset.md",
+            caption="../report/dataset.rst",
+            category="Summary",
+        ),
         throughput=report(
             f"{RESULTS}/report/throughput.png",
             caption="../report/throughput.rst",

@@ -19,5 +19,8 @@ run_logged(
         sm.input.quality,
         reference=sm.input.get("reference"),
         outputs=dict(sm.output.items()),
+        dataset={
+            k: sm.input.get(k, []) for k in ("dataset_plans", "dataset_serves", "dataset_sims")
+        },
     ),  # fmt: skip
 )
