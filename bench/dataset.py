@@ -5,7 +5,8 @@ Run (on a quiet machine; about 25 minutes for 300 prompts on 2 cores)::
     python bench/dataset.py --model results/models/smollm2-135m \
         --costs-hetero results/costs --costs-single results/costs-2threads \
         --indicator results/indicator/smollm2-135m.nc [--prompts config/prompts/example_openai.jsonl]
-        [--count 300] [--clusters cpu_hetero_smollm2,cpu_single] [--theta 1] [--json PATH]
+        [--count 300] [--clusters cpu_hetero_smollm2,cpu_single] [--theta 1 | --ppl-increase-pct 20]
+        [--json PATH]
 
 For each cluster, in this one process: ``plan_dataset`` plans for the prompts file (the
 planner chooses the concurrency), then the same plan, model, prompts, limits and cores serve
@@ -128,8 +129,10 @@ def bench_cluster(args, name: str, costs: str, cut: Path, requests, tmp: Path) -
     threads = sum(d.cores or (os.cpu_count() or 1) for d in cluster.devices)
     dataset = DatasetWorkload.of(cut.name, [len(r.token_ids) for r in requests],
                                  [r.max_new_tokens for r in requests])  # fmt: skip
+    target = ({"ppl_increase_pct": args.ppl_increase_pct} if args.ppl_increase_pct is not None
+              else {"theta": args.theta})  # fmt: skip
     problem = planning_problem(args.model, cluster, dataset.time_shape(1), costs_dir=costs,
-                               indicator=load_indicator(args.indicator), theta=args.theta)  # fmt: skip
+                               indicator=load_indicator(args.indicator), **target)  # fmt: skip
     t0 = time.perf_counter()
     plan = plan_dataset(problem, dataset, "llmpq", SolverOptions(time_limit_s=10))
     plan_s = time.perf_counter() - t0
@@ -184,6 +187,11 @@ def main() -> None:
     p.add_argument("--count", type=int, default=300)
     p.add_argument("--clusters", default="cpu_hetero_smollm2,cpu_single")
     p.add_argument("--theta", type=float, default=1.0)
+    p.add_argument(
+        "--ppl-increase-pct",
+        type=float,
+        help="plan under this perplexity target instead (a calibrated --indicator)",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     load = os.getloadavg()

@@ -168,8 +168,9 @@ def _parse(path: Path, n: int, line: str, fmt: str, tokenizer, limits: RequestLi
     else:
         unknown = sorted(set(row) - OWN_FIELDS)
         if unknown:
-            raise _bad(path, n, unknown[0], row[unknown[0]], f"use only {sorted(OWN_FIELDS)}",
-                       "is unknown")  # fmt: skip
+            raise _bad(path, n, unknown[0], row[unknown[0]], f"use only {sorted(OWN_FIELDS)} "
+                       "(the first line makes this an llmpq JSONL file; an OpenAI batch file "
+                       "has custom_id on every line)", "is unknown")  # fmt: skip
         if "id" not in row:
             raise _bad(path, n, "id", None, 'give every prompt an "id"', "is missing")
         rid, url, body = str(row["id"]), "", row
@@ -234,7 +235,7 @@ def prepare_requests(
             for n, line in enumerate(src, start=1):
                 if not line.strip():
                     continue
-                request = _parse(path, n, line, fmt, tokenizer, limits, index=n - 1)
+                request = _parse(path, n, line.rstrip("\n"), fmt, tokenizer, limits, n - 1)
                 if request.id in seen:
                     raise _bad(path, n, "id", request.id, "give every request its own id",
                                f"repeats line {seen[request.id]}'s")  # fmt: skip

@@ -86,7 +86,7 @@ def test_memory_bounds_the_concurrency(small_problem):
     longest prompt + limit."""
     problem = small_problem(6, memory_GiB=1.0)
     d = DatasetWorkload.of("long", [1500] * 64, [500] * 64)
-    plan = plan_dataset(problem, d, "pipeedge")
+    plan = plan_dataset(problem, d, "llmpq")
     tried = plan.dataset.candidates
     assert tried[-1]["fits"] is False and plan.dataset.concurrency < 64
     check_plan(plan, problem.cluster)
