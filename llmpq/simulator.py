@@ -253,19 +253,33 @@ def simulate_dataset(
     awaiting = [deque() for _ in range(slots.decode_count)]
 
     def advance(g: int, take: int, now: float) -> None:
-        live = [r for r in groups[g] if r[1] < out[r[0]]]
-        newcomers = window.take(take) if take else []
-        if live:
-            send(g, "decode", live, max(r[2] for r in live), now)
-            for r in live:
+        """The runtime's ``ContinuousPipeline._advance``: a decode micro-batch of the group's
+        rows (one that ended is computed once more unless dropped), newcomers into the slots
+        of ended rows first; ended rows with no newcomer to take them are dropped."""
+        rows = groups[g]
+        dead = [i for i, r in enumerate(rows) if r[1] >= out[r[0]]]
+        free = len(dead) + slots.decode_size - len(rows)
+        newcomers = window.take(min(take, free)) if take else []
+        if dead and not newcomers:
+            rows = [r for r in rows if r[1] < out[r[0]]]
+        if not rows and not newcomers:
+            return
+        if any(r[1] < out[r[0]] for r in rows):
+            send(g, "decode", rows, max(r[2] for r in rows), now)
+            for r in rows:
                 r[2] += 1
-            awaiting[g].append(live)
+            awaiting[g].append([r for r in rows if r[1] < out[r[0]]])
+        rows = list(rows)
         for k in range(0, len(newcomers), slots.prefill_size):
             chunk = [[i, 0, p[i]] for i in newcomers[k : k + slots.prefill_size]]
             send(g, "prefill", chunk, max(r[2] for r in chunk), now)
             awaiting[g].append(chunk)
-            live += chunk
-        groups[g] = live if (live or newcomers) else groups[g]
+            for r in chunk:
+                if dead:
+                    rows[dead.pop(0)] = r
+                else:
+                    rows.append(r)
+        groups[g] = rows
 
     now = 0.0
     while True:

@@ -19,11 +19,17 @@ live context.
 The first stage drives. When a group's tokens come back it records them, writes every sequence
 that ended (end-of-sequence or its own limit: ``on_finish``), and sends, in this order,
 
-1. a **decode** micro-batch of the group's surviving sequences (the message names the rows to
-   keep, so every stage drops the finished ones from its cache first), then
+1. a **decode** micro-batch of the group's rows, then
 2. **admit** micro-batches of newcomers for the freed slots, ``prefill_size`` prompts each:
-   every stage prefills them into a fresh cache and appends it to the group's; the last stage
-   samples their first tokens.
+   every stage prefills them into a fresh cache and writes each one *into the slot* of a
+   sequence that ended (its row of the group's cache: only that row is written), or appends it
+   while the group has fewer than ``decode_size`` rows; the last stage samples their first
+   tokens.
+
+A row that ended is computed once more in the decode micro-batch that precedes its
+replacement (a dense batch cannot skip it without copying the whole cache); rows that ended
+with no newcomer left to take them are dropped (the message names the rows to keep, and every
+stage compacts its cache): the draining tail computes live rows only.
 
 Why this design: a group's survivors never wait for its newcomers' prefill (both are in flight
 together, FIFO through every stage), prefill of newcomers fills the bubbles between other
@@ -53,7 +59,8 @@ from llmpq.runtime.sampling import Sampling, next_tokens
 from llmpq.runtime.transport import DECODE, PREFILL, STOP, Message
 
 KEEP_ALL = -1  # the meta's keep count when no row is dropped
-PER_NEW = 5  # meta words per admitted sequence: length, index, seed, temperature, top_p
+PER_NEW = 6  # meta words per admitted sequence: slot, length, index, seed, temperature, top_p
+APPEND = -1  # an admitted sequence's slot when it gets a new row
 
 
 def meta_words(prefill_size: int, decode_size: int) -> int:
@@ -125,6 +132,36 @@ def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     shape = list(t.shape)
     shape[dim] = extra
     return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def _place(group: _Group, cache, mask: torch.Tensor, slots: list[int], layer_ids: range) -> None:
+    """Write newcomer ``i`` (row ``i`` of ``cache``/``mask``) into row ``slots[i]`` of the
+    group, or append it where the slot is APPEND; left-padded to one length."""
+    into = [i for i, r in enumerate(slots) if r != APPEND]
+    if into and group.cache is not None:
+        if mask.shape[1] > group.mask.shape[1]:  # a longer newcomer: every row padded (rare)
+            length = mask.shape[1]
+            group.mask = _left_pad(group.mask, length, 1)
+            for layer in _layers(group.cache, layer_ids):
+                layer.keys = _left_pad(layer.keys, length, 2)
+                layer.values = _left_pad(layer.values, length, 2)
+        length = group.mask.shape[1]
+        src = torch.tensor(into, dtype=torch.long, device=mask.device)
+        dst = torch.tensor([slots[i] for i in into], dtype=torch.long, device=mask.device)
+        group.mask[dst] = _left_pad(mask[src], length, 1)
+        for mine, new in zip(_layers(group.cache, layer_ids), _layers(cache, layer_ids),
+                             strict=True):  # fmt: skip
+            mine.keys[dst] = _left_pad(new.keys[src], length, 2)
+            mine.values[dst] = _left_pad(new.values[src], length, 2)
+    rest = [i for i, r in enumerate(slots) if r == APPEND or group.cache is None]
+    if rest:
+        if len(rest) < len(slots):
+            index = torch.tensor(rest, dtype=torch.long, device=mask.device)
+            mask = mask[index]
+            for layer in _layers(cache, layer_ids):
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
+        _append(group, cache, mask, layer_ids)
+    _trim(group, layer_ids)
 
 
 def _append(group: _Group, cache, mask: torch.Tensor, layer_ids: range) -> None:
@@ -209,18 +246,24 @@ class ContinuousPipeline:
             fields = [rest[1 + i * PER_NEW : 1 + (i + 1) * PER_NEW] for i in range(n_new)]
             T = x.shape[1]
             mask = torch.zeros(n_new, T, dtype=torch.long, device=self.device)
-            for i, (length, *_) in enumerate(fields):
-                mask[i, T - length :] = 1
-            seq = [f[1] for f in fields]
-            sampling = [Sampling(_i2f(f[3]), _i2f(f[4]), f[2]) for f in fields]
+            for i, f in enumerate(fields):
+                mask[i, T - f[1] :] = 1
+            seq = [f[2] for f in fields]
+            sampling = [Sampling(_i2f(f[4]), _i2f(f[5]), f[3]) for f in fields]
             cache = self.stage.new_cache()
             out = self.stage(x, StepInputs.from_mask(mask, T), cache, logits_to_keep=1)
             if self.stage.stage_range.is_last:
                 out = sample_rows(out[:, -1], seq, [0] * n_new, sampling)
-            _append(group, cache, mask, self.layer_ids)
-            group.seq += seq
-            group.step += [1] * n_new
-            group.sampling += sampling
+            slots = [f[0] for f in fields]
+            _place(group, cache, mask, slots, self.layer_ids)
+            for i, r in enumerate(slots):  # the same order as _place: slots first, then appends
+                if r != APPEND:
+                    group.seq[r], group.step[r], group.sampling[r] = seq[i], 1, sampling[i]
+            for i, r in enumerate(slots):
+                if r == APPEND:
+                    group.seq.append(seq[i])
+                    group.step.append(1)
+                    group.sampling.append(sampling[i])
         else:
             step = StepInputs.from_mask(group.mask, 0).next()
             out = self.stage(x, step, group.cache, logits_to_keep=1)
@@ -271,22 +314,30 @@ class ContinuousPipeline:
         self.transport.send(self._forward(Message(kind, g, payload, tuple(meta))))
 
     def _admit(self, g: int, keep: list[int] | None, newcomers: list[Request],
-               rows: list[_Seq], awaiting: deque) -> None:  # fmt: skip
+               rows: list, awaiting: deque) -> None:  # fmt: skip
+        """Admit micro-batches: newcomers into the slots of rows that ended, then new rows."""
         size = self.slots.prefill_size
+        free = [i for i, s in enumerate(rows) if s.done]
         for k in range(0, len(newcomers), size):
             chunk = newcomers[k : k + size]
             T = max(len(r.token_ids) for r in chunk)
             ids = torch.full((len(chunk), T), self.pad_id, dtype=torch.long)
-            tail = [len(chunk)]
+            tail, seqs = [len(chunk)], []
             for i, r in enumerate(chunk):
                 ids[i, T - len(r.token_ids) :] = torch.tensor(r.token_ids)
+                slot = free.pop(0) if free else APPEND
                 s = r.sampling
-                tail += [len(r.token_ids), r.index, s.seed, _f2i(s.temperature), _f2i(s.top_p)]
+                tail += [slot, len(r.token_ids), r.index, s.seed, _f2i(s.temperature),
+                         _f2i(s.top_p)]  # fmt: skip
+                seqs.append((slot, _Seq(r)))
             self._send(PREFILL, g, keep, ids, tail)
             keep = None
-            seqs = [_Seq(r) for r in chunk]
-            rows += seqs
-            awaiting.append(seqs)
+            for slot, seq in seqs:
+                if slot == APPEND:
+                    rows.append(seq)
+                else:
+                    rows[slot] = seq
+            awaiting.append([seq for _, seq in seqs])
 
     def _finish(self, seq: _Seq) -> None:
         seq.written = True
@@ -295,25 +346,30 @@ class ContinuousPipeline:
         self.on_finish(seq.request, seq.tokens, seq.done)
 
     def _advance(self, g: int, rows: list[_Seq], awaiting: deque, take: int) -> list[_Seq]:
-        """The group's replies are all in: write the ended, send survivors and newcomers; the
-        rows the stages hold for the group afterwards."""
+        """The group's replies are all in: write the ended, send the group's decode micro-batch
+        and up to ``take`` newcomers; the rows the stages hold for the group afterwards."""
         for s in rows:
             if s.done and not s.written:
                 self._finish(s)
-        keep = [i for i, s in enumerate(rows) if not s.done]
-        live = [rows[i] for i in keep]
-        keep_arg = None if len(keep) == len(rows) else keep
-        newcomers = self.window.take(take) if take and self.window is not None else []
-        if not live and not newcomers:
-            return rows  # nothing sent: the stages drop these rows with the next message
-        if live:
-            last = torch.tensor([s.tokens[-1] for s in live], dtype=torch.long)
-            self._send(DECODE, g, keep_arg, last[:, None])
-            awaiting.append(list(live))
-            keep_arg = None
+        dead = sum(s.done is not None for s in rows)
+        free = dead + self.slots.decode_size - len(rows)
+        newcomers = self.window.take(min(take, free)) if take and self.window is not None else []
+        keep, held = None, rows
+        if dead and not newcomers:  # nothing to refill them with: drop the ended rows
+            keep = [i for i, s in enumerate(rows) if not s.done]
+            rows = [rows[i] for i in keep]
+        if not rows and not newcomers:
+            return held  # nothing sent: the stages drop these rows with the next message
+        if any(not s.done for s in rows):
+            last = torch.tensor([self.pad_id if s.done else s.tokens[-1] for s in rows],
+                                dtype=torch.long)  # fmt: skip
+            self._send(DECODE, g, keep, last[:, None])
+            awaiting.append([None if s.done else s for s in rows])
+            keep = None
+        rows = list(rows)
         if newcomers:
-            self._admit(g, keep_arg, newcomers, live, awaiting)
-        return live
+            self._admit(g, keep, newcomers, rows, awaiting)
+        return rows
 
     def _drive(self) -> None:
         C = self.slots.decode_size
@@ -328,6 +384,8 @@ class ContinuousPipeline:
             msg = self.transport.recv()
             g = msg.micro_batch
             for s, t in zip(awaiting[g].popleft(), msg.payload.tolist(), strict=True):
+                if s is None:  # a row that had ended: computed, not kept
+                    continue
                 s.tokens.append(int(t))
                 if int(t) in self.eos:
                     s.done = "stop"

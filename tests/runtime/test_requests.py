@@ -98,12 +98,22 @@ def test_empty_and_missing_files(tmp_path, tokenizer):
 
 
 def test_output_lines_in_either_form_and_a_torn_end_repaired(tmp_path, tokenizer):
-    (a,) = iter_requests(prepare_requests(_write(tmp_path, [{"id": "a", "token_ids": [5, 6]}]),
-                                          tokenizer, LIMITS, tmp_path / "r.jsonl").path)
-    chat = {"custom_id": "b", "url": rq.CHAT,
-            "body": {"messages": [{"role": "user", "content": "x"}]}}
-    (b,) = iter_requests(prepare_requests(_write(tmp_path, [chat]), tokenizer, LIMITS,
-                                          tmp_path / "r.jsonl").path)
+    (a,) = iter_requests(
+        prepare_requests(
+            _write(tmp_path, [{"id": "a", "token_ids": [5, 6]}]),
+            tokenizer,
+            LIMITS,
+            tmp_path / "r.jsonl",
+        ).path
+    )
+    chat = {
+        "custom_id": "b",
+        "url": rq.CHAT,
+        "body": {"messages": [{"role": "user", "content": "x"}]},
+    }
+    (b,) = iter_requests(
+        prepare_requests(_write(tmp_path, [chat]), tokenizer, LIMITS, tmp_path / "r.jsonl").path
+    )
     out = tmp_path / "outputs.jsonl"
     with OutputLog(out, rq.LLMPQ, "tiny") as log:
         log.write(a, [9, 2], "ab", "stop")
