@@ -19,7 +19,9 @@ plan's dataset schedule (:func:`~llmpq.simulator.simulate_dataset`, the schedule
 runs: refill, length-grouped admission, the draining tail), and the plan with the least
 ``makespan_ms + θ·Σω`` wins (under a Σω budget every candidate meets it: the least makespan).
 Growing ``C`` stops once it no longer fits, or after two candidates in a row that did worse.
-On more than :data:`RANK_SAMPLE` requests the candidates are ranked on an evenly spaced sample
+The record also carries the closed form's steady-state makespan
+(:func:`~llmpq.planner.time_model.dataset_makespan_s`: no draining tail) beside the simulated
+one. On more than :data:`RANK_SAMPLE` requests the candidates are ranked on an evenly spaced sample
 of them (its makespan scaled to the whole), and the winner is simulated on all.
 """
 
@@ -94,13 +96,19 @@ def plan_dataset(
         raise last_error or UserError("dataset", dataset.name, "give at least one request")
     _, C, plan, sub = best
     sim = simulate_dataset(plan, sub, dataset)
+    from llmpq.planner.time_model import dataset_makespan_s
+
+    stages = [(sub.cluster.device(s.device), s.bits) for s in plan.stages]
+    steady_s = dataset_makespan_s(sub, stages, plan.micro_batch, dataset.prompt_lens,
+                                  dataset.max_new_tokens)  # fmt: skip
     record = DatasetRecord(
         source=dataset.name, prompts=dataset.count,
         prompt_lens=dataset.histogram("prompt_lens"),
         max_new_tokens=dataset.histogram("max_new_tokens"),
         concurrency=plan.micro_batch.decode_size * plan.micro_batch.decode_count,
         predicted={"makespan_s": sim.makespan_s, "tokens_per_s": sim.tokens_per_s,
-                   "generated_tokens": sim.generated_tokens},
+                   "generated_tokens": sim.generated_tokens,
+                   "steady_state_makespan_s": steady_s},
         memory_shape={k: v for k, v in sub.memory_shape.to_dict().items() if k != "name"},
         candidates=tried,
     )  # fmt: skip

@@ -264,3 +264,21 @@ def evaluate_stages(
         w.batch_size * w.gen_len / makespan_s if makespan_s > 0 else float("inf"),
         peak, over, problem.sum_omega(all_bits),
     )  # fmt: skip
+
+
+def dataset_makespan_s(
+    problem: PlanningProblem,
+    stages: Sequence[tuple[ClusterDevice, Sequence[int]]],
+    micro_batch: MicroBatch,
+    prompt_lens: Sequence[int],
+    max_new_tokens: Sequence[int],
+) -> float:
+    """The closed form of the dataset schedule: the requests' generated tokens at the rate of
+    one batch of ``problem.workload`` (the dataset's mean lengths at the plan's concurrency),
+    i.e. ``Σ limits / (B · gen_len) × makespan(B, prompt_len, gen_len)``. Exact for requests
+    of equal lengths in whole batches with one decode micro-batch (the dataset schedule is then
+    the fixed one, batch after batch); otherwise the steady state, without the draining tail
+    (:func:`llmpq.simulator.simulate_dataset` plays both)."""
+    w = problem.workload
+    per_batch = evaluate_stages(problem, stages, micro_batch).makespan_s
+    return float(np.sum(max_new_tokens)) / (w.batch_size * w.gen_len) * per_batch

@@ -129,3 +129,23 @@ def test_histogram_workload_yaml(tmp_path):
         path.write_text(yaml.safe_dump(bad))
         with pytest.raises(UserError, match=field):
             load_any_workload(path)
+
+
+def test_closed_form_of_the_dataset_agrees_with_the_simulator_on_simple_cases(small_problem):
+    from llmpq.planner.time_model import dataset_makespan_s
+
+    problem = small_problem(6, memory_GiB=3.0)
+    for mb, tolerance in ((MicroBatch(8, 8, 1), 1e-3), (MicroBatch(4, 4, 2), 0.05)):
+        plan = _plan(problem, [3, 3], [16, 8], mb)
+        stages = [(problem.cluster.device(s.device), s.bits) for s in plan.stages]
+        d = DatasetWorkload.of("same", [128] * 80, [16] * 80)
+        closed = dataset_makespan_s(problem, stages, mb, d.prompt_lens, d.max_new_tokens)
+        sim = simulate_dataset(plan, problem, d)
+        assert sim.makespan_s == pytest.approx(closed, rel=tolerance), mb
+    rng = np.random.default_rng(3)  # varied lengths: the steady state, tail aside
+    d = DatasetWorkload.of("mixed", rng.integers(96, 160, 400), rng.integers(12, 20, 400))
+    sub = replace(problem, workload=d.time_shape(8))
+    plan = _plan(sub, [3, 3], [16, 8], MicroBatch(4, 4, 2))
+    stages = [(sub.cluster.device(s.device), s.bits) for s in plan.stages]
+    closed = dataset_makespan_s(sub, stages, plan.micro_batch, d.prompt_lens, d.max_new_tokens)
+    assert simulate_dataset(plan, sub, d).makespan_s == pytest.approx(closed, rel=0.15)
