@@ -166,18 +166,15 @@ def load_any_workload(path: str | Path) -> Workload | DatasetWorkload:
 def requests_workload(path: str | Path, model_dir: str | Path,
                       max_new_tokens: int) -> DatasetWorkload:  # fmt: skip
     """The lengths of a prompts file tokenized by the checkpoint at ``model_dir``."""
-    from transformers import AutoTokenizer
-
     from llmpq.models.checkpoint import Checkpoint
     from llmpq.runtime.dataset import max_positions
+    from llmpq.runtime.prompts import load_tokenizer
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise UserError("--model", str(model_dir), "give a checkpoint directory with a tokenizer "
                         "to plan for --prompts, or a dataset workload YAML",
                         "is not a local checkpoint")  # fmt: skip
-    has_tokenizer = any((model_dir / f).is_file()
-                        for f in ("tokenizer.json", "tokenizer_config.json"))  # fmt: skip
-    tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_tokenizer else None
+    tokenizer = load_tokenizer(model_dir)
     config = Checkpoint(model_dir).config_dict()
     return DatasetWorkload.from_requests(path, tokenizer, max_new_tokens, max_positions(config))

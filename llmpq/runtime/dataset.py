@@ -44,14 +44,13 @@ from llmpq.runtime.job import DatasetJob, Fault, Job, JobDir
 from llmpq.runtime.launch import (
     LAUNCHERS,
     RINGS,
-    load_tokenizer,
     node_rank,
     run_torchrun,
     stage_jobs,
 )
 from llmpq.runtime.metrics import DatasetMetrics
 from llmpq.runtime.outputs import answered_ids
-from llmpq.runtime.prompts import generation_ids
+from llmpq.runtime.prompts import generation_ids, load_tokenizer
 from llmpq.runtime.requests import RequestLimits, RequestSummary, prepare_requests
 from llmpq.runtime.sampling import Sampling
 from llmpq.runtime.transport import QueueTransport

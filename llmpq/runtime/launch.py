@@ -62,7 +62,14 @@ from llmpq.plan import Plan, load_plan
 from llmpq.runtime.budget import check_stage_budget
 from llmpq.runtime.job import Fault, Job, JobDir, StageJob
 from llmpq.runtime.metrics import ServeMetrics
-from llmpq.runtime.prompts import Prompt, encode, generation_ids, load_prompts, synthetic_prompts
+from llmpq.runtime.prompts import (
+    Prompt,
+    encode,
+    generation_ids,
+    load_prompts,
+    load_tokenizer,
+    synthetic_prompts,
+)  # fmt: skip
 from llmpq.runtime.sampling import Sampling
 from llmpq.runtime.transport import QueueTransport
 from llmpq.runtime.worker import run_stage, schedule_of
@@ -239,14 +246,6 @@ def _run_threads(job: Job, ids: torch.Tensor, mask: torch.Tensor) -> tuple[list,
         raise (real or errors)[0][1]
     reports = [results[r][0] for r in range(world)]
     return reports, results[0][1]
-
-
-def load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    if not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        return None
-    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def node_rank(torchrun_args: Sequence[str]) -> int:

@@ -67,6 +67,16 @@ def synthetic_prompts(batch_size: int, prompt_len: int, vocab_size: int, seed: i
     return [Prompt(f"synthetic-{i}", "", tuple(row)) for i, row in enumerate(ids.tolist())]
 
 
+def load_tokenizer(model_dir: str | Path):
+    """The checkpoint's tokenizer, or None when the directory has none."""
+    from transformers import AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return None
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
 def generation_ids(model_dir: str | Path) -> tuple[tuple[int, ...], int]:
     """(eos ids, pad id) as HF ``generate`` takes them: generation config, else model config;
     pad defaults to the first eos id (then 0)."""

@@ -39,6 +39,7 @@ from llmpq.models.stage import PipelineStage, StageRange, load_stage
 from llmpq.runtime.budget import check_stage_budget
 from llmpq.runtime.job import Fault, Job, JobDir
 from llmpq.runtime.pipeline import Batch, StagePipeline
+from llmpq.runtime.prompts import load_tokenizer
 from llmpq.runtime.schedule import Schedule
 from llmpq.runtime.sockets import SocketTransport
 from llmpq.runtime.transport import DistTransport, Frames, PeerLost, QueueTransport
@@ -224,11 +225,7 @@ def run_dataset_stage(
     first = rank == 0
     log = requests = None
     if first:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(job.model_dir) if any(
-            (Path(job.model_dir) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
-        ) else None  # fmt: skip
+        tokenizer = load_tokenizer(job.model_dir)
         with open(d.requests, encoding="utf-8") as f:
             total = sum(1 for _ in f)
         progress = _Progress(d.progress, total)
