@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,24 +35,15 @@ from pathlib import Path
 from llmpq.cluster import Cluster, load_cluster
 from llmpq.errors import UserError
 from llmpq.files import write_json_atomic
-from llmpq.models.checkpoint import Checkpoint
-from llmpq.models.spec import ModelSpec
 from llmpq.plan import Plan, load_plan
 from llmpq.runtime.budget import check_stage_budget
 from llmpq.runtime.job import DatasetJob, Fault, Job, JobDir
-from llmpq.runtime.launch import (
-    LAUNCHERS,
-    RINGS,
-    node_rank,
-    run_torchrun,
-    stage_jobs,
-)
+from llmpq.runtime.launch import checked_inputs, node_rank, run_threads, run_torchrun, stage_jobs
 from llmpq.runtime.metrics import DatasetMetrics
 from llmpq.runtime.outputs import answered_ids
 from llmpq.runtime.prompts import generation_ids, load_tokenizer
 from llmpq.runtime.requests import RequestLimits, RequestSummary, prepare_requests
 from llmpq.runtime.sampling import Sampling
-from llmpq.runtime.transport import QueueTransport
 from llmpq.runtime.worker import dataset_workload, run_dataset_stage
 
 OUTPUTS = "outputs.jsonl"
@@ -102,34 +92,6 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _run_threads(job: Job, progress: _ProgressBar) -> list[dict]:
-    world = len(job.stages)
-    transports = QueueTransport.ring(world, job.stage_timeout_s)
-    barrier = threading.Barrier(world)
-    results: dict[int, object] = {}
-
-    def one(rank: int) -> None:
-        try:
-            results[rank] = run_dataset_stage(
-                job, rank, transports[rank], barrier.wait, set_threads=False,
-                on_finish=(lambda r, t, why: progress.poll()) if rank == 0 else None,
-            )  # fmt: skip
-        except BaseException as err:  # noqa: BLE001  (re-raised below, in the caller)
-            results[rank] = err
-            barrier.abort()
-
-    threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in range(world)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    errors = [(r, e) for r, e in sorted(results.items()) if isinstance(e, BaseException)]
-    if errors:
-        real = [(r, e) for r, e in errors if not isinstance(e, threading.BrokenBarrierError)]
-        raise (real or errors)[0][1]
-    return [results[r] for r in range(world)]
-
-
 def previous_answers(out_dir: Path, resume: bool) -> set[str]:
     """The ids already answered (resume), or refuse an ``outputs.jsonl`` of an earlier run."""
     outputs = out_dir / OUTPUTS
@@ -172,18 +134,8 @@ def serve_dataset(
     start = time.perf_counter()
     plan = plan if isinstance(plan, Plan) else load_plan(plan)
     cluster = load_cluster(cluster) if isinstance(cluster, (str, Path)) else cluster
-    if launcher not in LAUNCHERS:
-        raise UserError("launcher", launcher, f"use one of {list(LAUNCHERS)}")
-    if ring not in RINGS:
-        raise UserError("ring", ring, f"use one of {list(RINGS)}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    config = Checkpoint(model_dir).config_dict()
-    spec = ModelSpec.from_hf_config(config, name=model_dir.name)
-    if spec.num_layers != plan.model_shape.num_layers:
-        raise UserError(
-            "--plan", plan.model_id, f"use a plan made for {model_dir} ({spec.num_layers} layers)",
-            f"has {plan.model_shape.num_layers} layers",
-        )  # fmt: skip
+    config, spec = checked_inputs(plan, model_dir, launcher, ring)
     if not Path(prompts).is_file():
         raise UserError("prompts file", str(prompts), "check the path", problem="does not exist")
     jobs = stage_jobs(plan, cluster)
@@ -211,7 +163,9 @@ def serve_dataset(
         bar = _ProgressBar(Path(job.dataset.progress), summary.count, progress)
         try:
             if launcher == "threads":
-                reports = _run_threads(job, bar)
+                reports = run_threads(job, lambda rank, transport, wait: run_dataset_stage(
+                    job, rank, transport, wait, set_threads=False,
+                    on_finish=(lambda r, t, why: bar.poll()) if rank == 0 else None))  # fmt: skip
             else:
                 jd.write_job(job)
                 run_torchrun(jd, plan, torchrun_args, on_poll=bar.poll)

@@ -47,7 +47,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,7 +221,10 @@ def _kill_run(proc: subprocess.Popen, jd: JobDir, world: int) -> None:
     proc.wait()
 
 
-def _run_threads(job: Job, ids: torch.Tensor, mask: torch.Tensor) -> tuple[list, dict]:
+def run_threads(job: Job, stage_fn: Callable[..., object]) -> list:
+    """Every stage of ``job`` as a thread of this process over in-memory queues:
+    ``stage_fn(rank, transport, barrier_wait)`` per stage; their results in rank order. The
+    first real error of a stage is re-raised (a broken barrier only where nothing else failed)."""
     world = len(job.stages)
     transports = QueueTransport.ring(world, job.stage_timeout_s)
     barrier = threading.Barrier(world)
@@ -229,8 +232,7 @@ def _run_threads(job: Job, ids: torch.Tensor, mask: torch.Tensor) -> tuple[list,
 
     def one(rank: int) -> None:
         try:
-            results[rank] = run_stage(job, rank, ids, mask, transports[rank], barrier.wait,
-                                      set_threads=False)  # fmt: skip
+            results[rank] = stage_fn(rank, transports[rank], barrier.wait)
         except BaseException as err:  # noqa: BLE001  (re-raised below, in the caller)
             results[rank] = err
             barrier.abort()
@@ -244,8 +246,30 @@ def _run_threads(job: Job, ids: torch.Tensor, mask: torch.Tensor) -> tuple[list,
     if errors:
         real = [(r, e) for r, e in errors if not isinstance(e, threading.BrokenBarrierError)]
         raise (real or errors)[0][1]
-    reports = [results[r][0] for r in range(world)]
-    return reports, results[0][1]
+    return [results[r] for r in range(world)]
+
+
+def _run_threads(job: Job, ids: torch.Tensor, mask: torch.Tensor) -> tuple[list, dict]:
+    results = run_threads(job, lambda rank, transport, wait: run_stage(
+        job, rank, ids, mask, transport, wait, set_threads=False))  # fmt: skip
+    return [r[0] for r in results], results[0][1]
+
+
+def checked_inputs(plan: Plan, model_dir: Path, launcher: str, ring: str) -> tuple[dict, ModelSpec]:
+    """The checkpoint's config and shape, after checking the launcher, the ring and that the
+    plan is for this model (UserError naming the one that is wrong)."""
+    if launcher not in LAUNCHERS:
+        raise UserError("launcher", launcher, f"use one of {list(LAUNCHERS)}")
+    if ring not in RINGS:
+        raise UserError("ring", ring, f"use one of {list(RINGS)}")
+    config = Checkpoint(model_dir).config_dict()
+    spec = ModelSpec.from_hf_config(config, name=model_dir.name)
+    if spec.num_layers != plan.model_shape.num_layers:
+        raise UserError(
+            "--plan", plan.model_id, f"use a plan made for {model_dir} ({spec.num_layers} layers)",
+            f"has {plan.model_shape.num_layers} layers",
+        )  # fmt: skip
+    return config, spec
 
 
 def node_rank(torchrun_args: Sequence[str]) -> int:
@@ -286,18 +310,8 @@ def serve(
     start = time.perf_counter()
     plan = plan if isinstance(plan, Plan) else load_plan(plan)
     cluster = load_cluster(cluster) if isinstance(cluster, (str, Path)) else cluster
-    if launcher not in LAUNCHERS:
-        raise UserError("launcher", launcher, f"use one of {list(LAUNCHERS)}")
-    if ring not in RINGS:
-        raise UserError("ring", ring, f"use one of {list(RINGS)}")
     model_dir = Path(model_dir)
-    ckpt = Checkpoint(model_dir)
-    spec = ModelSpec.from_hf_config(ckpt.config_dict(), name=model_dir.name)
-    if spec.num_layers != plan.model_shape.num_layers:
-        raise UserError(
-            "--plan", plan.model_id, f"use a plan made for {model_dir} ({spec.num_layers} layers)",
-            f"has {plan.model_shape.num_layers} layers",
-        )  # fmt: skip
+    _, spec = checked_inputs(plan, model_dir, launcher, ring)
     w = plan.workload
     if synthetic:
         prompts = synthetic_prompts(w.batch_size, w.prompt_len, spec.vocab_size, seed)

@@ -118,6 +118,34 @@ class _FaultyTransport:
         self.inner.close()
 
 
+def _load_checked(job: Job, rank: int, device: torch.device, workload: Workload,
+                  set_threads: bool):  # fmt: skip
+    """Set the stage's threads, check its budget at ``workload`` before loading, load and warm
+    it up: (stage, memory need, weight bytes, load seconds)."""
+    stage_job = job.stages[rank]
+    if set_threads and stage_job.threads and device.type == "cpu":
+        torch.set_num_threads(stage_job.threads)
+    spec = ModelSpec.from_hf_config(Checkpoint(Path(job.model_dir)).config_dict())
+    need = check_stage_budget(job.plan_obj, rank, spec, workload, stage_job.budget_bytes)
+    load_start = time.perf_counter()
+    stage = load_plan_stage(job, rank, device)
+    weights_bytes = sum(t.numel() * t.element_size() for t in stage.state_dict().values())
+    load_s = time.perf_counter() - load_start
+    return stage, need, weights_bytes, load_s
+
+
+def _report(job: Job, rank: int, device: torch.device, need, weights_bytes: int, load_s: float,
+            measured: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """What a stage reports: where it ran, what it measured, its memory beside the model's."""
+    s = job.plan_obj.stages[rank]
+    return {
+        "stage": rank, "device": s.device, "layers": list(s.layers), "bits": list(s.bits),
+        "threads": torch.get_num_threads(), "load_s": load_s, **measured,
+        "weights_bytes": weights_bytes, "peak_memory_bytes": _peak_memory_bytes(device),
+        "predicted_memory_bytes": need.total_bytes, "budget_bytes": job.stages[rank].budget_bytes,
+    }  # fmt: skip
+
+
 def run_stage(
     job: Job,
     rank: int,
@@ -130,16 +158,9 @@ def run_stage(
     set_threads: bool = True,
 ) -> tuple[dict[str, Any], torch.Tensor | None]:
     """Check the budget, load, wait for all stages, run the schedule: (report, tokens or None)."""
-    plan, stage_job, device = job.plan_obj, job.stages[rank], torch.device(device)
-    if set_threads and stage_job.threads and device.type == "cpu":
-        torch.set_num_threads(stage_job.threads)
-    spec = ModelSpec.from_hf_config(Checkpoint(Path(job.model_dir)).config_dict())
+    device = torch.device(device)
     workload = Workload(input_ids.shape[0], input_ids.shape[1], job.gen_len)
-    need = check_stage_budget(plan, rank, spec, workload, stage_job.budget_bytes)
-    load_start = time.perf_counter()
-    stage = load_plan_stage(job, rank, device)
-    weights_bytes = sum(t.numel() * t.element_size() for t in stage.state_dict().values())
-    load_s = time.perf_counter() - load_start
+    stage, need, weights_bytes, load_s = _load_checked(job, rank, device, workload, set_threads)
     warm_up(stage, device)
     status("loaded")
     barrier()
@@ -150,17 +171,12 @@ def run_stage(
     result = StagePipeline(
         stage, schedule_of(job, input_ids.shape[0]), batch, transport, job.sampling, sync
     ).run()
-    s = plan.stages[rank]
-    report = {
-        "stage": rank, "device": s.device, "layers": list(s.layers), "bits": list(s.bits),
-        "threads": torch.get_num_threads(), "load_s": load_s, "busy_s": result.busy_s,
-        "prefill_busy_s": result.prefill_busy_s,
+    report = _report(job, rank, device, need, weights_bytes, load_s, {
+        "busy_s": result.busy_s, "prefill_busy_s": result.prefill_busy_s,
         "decode_busy_s": result.busy_s - result.prefill_busy_s,
         "prefill_s": result.prefill_s, "decode_s": result.decode_s,
-        "forward_passes": result.micro_batches, "weights_bytes": weights_bytes,
-        "kv_cache_bytes": result.kv_cache_bytes, "peak_memory_bytes": _peak_memory_bytes(device),
-        "predicted_memory_bytes": need.total_bytes, "budget_bytes": stage_job.budget_bytes,
-    }  # fmt: skip
+        "forward_passes": result.micro_batches, "kv_cache_bytes": result.kv_cache_bytes,
+    })  # fmt: skip
     tokens = None
     if result.tokens is not None:
         tokens = {"tokens": result.tokens, "lengths": list(result.lengths)}
@@ -209,15 +225,9 @@ def run_dataset_stage(
     from llmpq.runtime.outputs import OutputLog
     from llmpq.runtime.requests import iter_requests
 
-    plan, stage_job, device, d = job.plan_obj, job.stages[rank], torch.device(device), job.dataset
-    if set_threads and stage_job.threads and device.type == "cpu":
-        torch.set_num_threads(stage_job.threads)
-    spec = ModelSpec.from_hf_config(Checkpoint(Path(job.model_dir)).config_dict())
-    need = check_stage_budget(plan, rank, spec, dataset_workload(job), stage_job.budget_bytes)
-    load_start = time.perf_counter()
-    stage = load_plan_stage(job, rank, device)
-    weights_bytes = sum(t.numel() * t.element_size() for t in stage.state_dict().values())
-    load_s = time.perf_counter() - load_start
+    plan, device, d = job.plan_obj, torch.device(device), job.dataset
+    stage, need, weights_bytes, load_s = _load_checked(job, rank, device, dataset_workload(job),
+                                                       set_threads)  # fmt: skip
     if any(getattr(layer, "is_sliding", False) for layer in stage.new_cache().layers):
         raise UserError("model", job.model_dir, "serve it with --synthetic (one batch)",
                         "has sliding-window attention, which dataset serving does not refill")  # fmt: skip
@@ -257,13 +267,7 @@ def run_dataset_stage(
             log.close()
     if first:
         progress.update(0, final=True)
-    s = plan.stages[rank]
-    return {
-        "stage": rank, "device": s.device, "layers": list(s.layers), "bits": list(s.bits),
-        "threads": torch.get_num_threads(), "load_s": load_s, **result,
-        "weights_bytes": weights_bytes, "peak_memory_bytes": _peak_memory_bytes(device),
-        "predicted_memory_bytes": need.total_bytes, "budget_bytes": stage_job.budget_bytes,
-    }  # fmt: skip
+    return _report(job, rank, device, need, weights_bytes, load_s, result)
 
 
 def ring_transport(job: Job, rank: int, world: int, device: torch.device, one_host: bool,
