@@ -45,3 +45,15 @@ def no_plan_passed_on(plan_path: str, *outputs: str) -> bool:
             write_json_atomic(out, data)
     print(f"no plan: {reason}")
     return True
+
+
+def served_or_exit(call: Callable[[], object]):
+    """Run a serving call; a ServeFailed becomes its one line (log and stderr) and exit 1."""
+    from llmpq.runtime import ServeFailed
+
+    try:
+        return call()
+    except ServeFailed as err:  # the line names the failing stage; its log is in the run folder
+        print(f"failed: {err}")
+        print(f"llmpq serve: failed: {err}", file=sys.__stderr__)
+        raise SystemExit(1) from None

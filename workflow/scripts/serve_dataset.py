@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
-from _common import no_plan_passed_on, run_logged  # noqa: E402
+from _common import no_plan_passed_on, run_logged, served_or_exit  # noqa: E402
 
-from llmpq.runtime import ServeFailed, serve_dataset  # noqa: E402
+from llmpq.runtime import serve_dataset  # noqa: E402
 
 sm = snakemake  # noqa: F821
 
@@ -15,18 +15,13 @@ sm = snakemake  # noqa: F821
 def run():
     if no_plan_passed_on(sm.input.plan, sm.output.metrics, sm.output.outputs):
         return
-    try:
-        result = serve_dataset(
-            sm.input.plan, sm.input.model, sm.input.prompts, Path(sm.output.metrics).parent,
-            cluster=sm.input.cluster, max_new_tokens=sm.params.max_new_tokens,
-            seed=sm.params.seed, temperature=sm.params.temperature,
-            group_size=sm.params.group_size, stage_timeout_s=sm.params.stage_timeout_s,
-            progress=False,
-        )  # fmt: skip
-    except ServeFailed as err:  # the line names the failing stage; its log is in the run folder
-        print(f"failed: {err}")
-        print(f"llmpq serve: failed: {err}", file=sys.__stderr__)
-        raise SystemExit(1) from None
+    result = served_or_exit(lambda: serve_dataset(
+        sm.input.plan, sm.input.model, sm.input.prompts, Path(sm.output.metrics).parent,
+        cluster=sm.input.cluster, max_new_tokens=sm.params.max_new_tokens,
+        seed=sm.params.seed, temperature=sm.params.temperature,
+        group_size=sm.params.group_size, stage_timeout_s=sm.params.stage_timeout_s,
+        progress=False,
+    ))  # fmt: skip
     m = result.metrics
     print(f"served {m.prompts} prompts, {m.generated_tokens} tokens: {m.tokens_per_s:.1f} "
           f"tokens/s (makespan {m.makespan_s:.1f} s, {m.concurrency} in flight)")  # fmt: skip
