@@ -61,7 +61,7 @@ from llmpq.planner.ilp import (
     warm_start,
 )
 from llmpq.planner.instance import Instance, instance_for
-from llmpq.planner.problem import PlanningProblem
+from llmpq.planner.problem import BITS, PlanningProblem
 from llmpq.planner.time_model import (
     PhaseCoefficients,
     StageCoefficients,
@@ -143,20 +143,23 @@ class CoefficientCache:
         return a is b or (a.spec == b.spec and a.cluster == b.cluster and a.workload == b.workload
                           and a.comm == b.comm and dict(a.costs) == dict(b.costs))  # fmt: skip
 
+    def phase_memory(self, device, phase: str, size: int, first: bool, last: bool) -> tuple:
+        """``(layer_bytes, base_bytes, held_bytes)`` at this position (the next device aside)."""
+        key = (device_kind(device), phase, size, first, last)
+        if key not in self.memory:
+            self.memory[key] = memory_coefficients(
+                self.problem, device, phase, size, is_first=first, is_last=last
+            )
+        return self.memory[key]
+
     def phase(
         self, device, phase: str, size: int, first: bool, last: bool, nxt
     ) -> PhaseCoefficients:
         key = (device.name, phase, size, first, last, nxt.name)
         if key not in self.memo:
-            where = {"is_first": first, "is_last": last}
-            mem_key = (device_kind(device), phase, size, first, last)  # the next device aside
-            if mem_key not in self.memory:
-                self.memory[mem_key] = memory_coefficients(
-                    self.problem, device, phase, size, **where
-                )
             self.memo[key] = phase_coefficients(
-                self.problem, device, phase, size, next_device=nxt, memory=self.memory[mem_key],
-                **where,
+                self.problem, device, phase, size, next_device=nxt, is_first=first, is_last=last,
+                memory=self.phase_memory(device, phase, size, first, last),
             )  # fmt: skip
         return self.memo[key]
 
@@ -427,27 +430,35 @@ def _infeasible(problem: PlanningProblem, coef, choices) -> UserError:
                 problem="cannot be met on this cluster",
             )  # fmt: skip
     mb = min(choices, key=lambda c: (c.prefill_size, c.decode_size))
-    n = len(problem.cluster.devices)
-    need, worst = 0.0, None
-    for j, device in enumerate(problem.cluster.devices):
+    held, need_bits, layer_gib = [], [], []
+    for device in problem.cluster.devices:  # as a middle stage: no embeddings, no head
         if not problem.allowed_bits(device):
             continue
-        c = coef(device, mb, j == 0, j == n - 1, device)
-        share = problem.num_layers * device.memory_bytes / problem.cluster.total_memory_bytes
-        layer = max(float(np.nanmin(p.layer_bytes)) for p in (c.prefill, c.decode))
-        base = max(float(np.nanmin(p.base_bytes)) for p in (c.prefill, c.decode))
-        device_need = layer * share + base
-        need += device_need
-        short = device_need - device.memory_bytes
-        if worst is None or short > worst[0]:
-            worst = (short, device, min(problem.allowed_bits(device)))
-    if worst is None:
+        c = coef(device, mb, False, False, device)
+        most = 0
+        for p in (c.prefill, c.decode):
+            room = device.memory_bytes - p.base_bytes + p.held_bytes
+            with np.errstate(invalid="ignore", divide="ignore"):
+                layers = np.floor(np.where(np.isfinite(p.layer_bytes), room / p.layer_bytes, 0))
+            most = layers if isinstance(most, int) else np.minimum(most, layers)
+        k = int(np.nanargmax(most))
+        held.append((device, max(0, int(most[k]))))
+        need_bits.append(BITS[k])
+        layer_gib.append(max(c.prefill.layer_bytes[k], c.decode.layer_bytes[k]) / gib)
+    if not held:
         return UserError("cluster", problem.cluster.name, "add devices that support 3/4/8/16 bits")
-    _, device, bits = worst
+    total = sum(n for _, n in held)
+    counts = " + ".join(f"{n} ({d.name})" for d, n in held)
+    why = (f"at {min(need_bits)} bits with this workload's KV cache and workspace the devices hold "
+           f"at most {counts} = {total} of its {problem.num_layers} layers" if total < problem.num_layers
+           else f"no split of its {problem.num_layers} layers fits: the stages that also hold the "
+           f"embeddings or the head, or the workspace of mixed bits, overflow although the devices "
+           f"hold {counts} = {total} middle layers at {min(need_bits)} bits")  # fmt: skip
     return UserError(
         "cluster", problem.cluster.name,
-        f"{problem.spec.name} needs about {need / gib:.2f} GiB at {bits} bits for this workload "
-        f"and the devices have {problem.cluster.total_memory_bytes / gib:.2f} GiB ({device.name} "
-        f"is shortest); add a device, allow lower bits, or use a smaller batch_size or shorter "
-        f"sequences", problem="cannot hold the model",
+        f"{problem.spec.name}: {why} (a layer with its KV cache takes at least "
+        f"{min(layer_gib):.2f} GiB, the devices have {problem.cluster.total_memory_bytes / gib:.2f} "
+        f"GiB); add a device, "
+        f"allow lower bits, or use a smaller batch_size or shorter sequences",
+        problem="cannot hold the model",
     )  # fmt: skip

@@ -119,6 +119,7 @@ def test_a_model_that_cannot_fit_is_one_clear_line() -> None:
         make_plan(problem, "llmpq")
     text = str(err.value)
     assert "\n" not in text and "t4-" in text and "GiB" in text and "add a device" in text
+    assert "hold at most" in text and "of its 64 layers" in text  # why: counted per device
     with pytest.raises(UserError, match="add a device"):
         make_plan(problem, "pipeedge")
 
