@@ -14,10 +14,14 @@ EPILOG = """examples:
   llmpq serve --plan plan.json --model DIR --synthetic --out results/serve/synthetic
   llmpq serve --plan plan.json --model DIR --prompts p.jsonl --temperature 0.8 --top-p 0.95 \\
       --seed 1 --out out/
-  # several nodes (run on each, out on a shared file system); under SLURM through srun:
-  srun --nodes 2 --ntasks-per-node 1 llmpq serve --plan plan.json --model DIR --prompts p.jsonl \\
-      --out /shared/out --torchrun-args "--nnodes 2 --node-rank $SLURM_NODEID \\
-      --rdzv-backend c10d --rdzv-endpoint $MASTER_ADDR:29500 --rdzv-id $SLURM_JOB_ID"
+  # several nodes: the same command on each, its own --node-rank (node 0 = the host of stage 0,
+  # then the hosts of the later stages in pipeline order); --out on a file system all nodes see
+  llmpq serve --plan plan.json --model DIR --prompts p.jsonl --cluster cluster.yaml \\
+      --out /shared/out --nnodes 2 --node-rank 0 --rdzv-endpoint node-a:29500
+  # under SLURM, one task per node (single quotes: each task expands its own $SLURM_NODEID):
+  srun --nodes 2 --ntasks-per-node 1 bash -c 'llmpq serve --plan plan.json --model DIR \\
+      --prompts p.jsonl --cluster cluster.yaml --out /shared/out --nnodes 2 \\
+      --node-rank $SLURM_NODEID --rdzv-endpoint $MASTER_ADDR:29500 --rdzv-id $SLURM_JOB_ID'
 
   # a dataset, resumed after a failure: serves only the ids outputs.jsonl lacks
   llmpq serve --plan plan.json --model DIR --prompts batch.jsonl --out out/ --resume
@@ -81,8 +85,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-size", type=int, default=128, help="RTN group for 3/4-bit layers")
     p.add_argument("--stage-timeout-s", type=float, default=30.0,
                    help="a stage silent this long counts as hung: the run fails")  # fmt: skip
+    p.add_argument(
+        "--nnodes", type=int, help="nodes of a multi-node run: one per host the plan uses"
+    )
+    p.add_argument("--node-rank", type=int, default=0,
+                   help="this node: 0 runs stage 0 and writes the outputs (default 0)")  # fmt: skip
+    p.add_argument("--rdzv-endpoint", help="HOST:PORT where the nodes meet (node 0's address)")
+    p.add_argument("--rdzv-id", default="llmpq",
+                   help="names the run (and its job folder in --out); one per concurrent run")  # fmt: skip
+    p.add_argument("--join-timeout-s", type=float, default=60.0,
+                   help="how long the nodes wait for each other before the run fails")  # fmt: skip
     p.add_argument("--torchrun-args", default="",
-                   help="rendezvous options for several nodes (replace --standalone)")  # fmt: skip
+                   help="more torchrun options (one node: they replace --standalone)")  # fmt: skip
     p.add_argument("--launcher", default="torchrun", choices=("torchrun", "threads"),
                    help="threads: all stages in this process (debugging)")  # fmt: skip
     p.add_argument("--ring", default="auto", choices=("auto", "sockets", "dist"),
@@ -91,9 +105,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def nodes_of(args: argparse.Namespace):
+    """The multi-node flags as :class:`~llmpq.runtime.nodes.Nodes`, or None for one node."""
+    from llmpq.errors import UserError
+    from llmpq.runtime.nodes import Nodes
+
+    if args.nnodes is None:
+        if args.node_rank or args.rdzv_endpoint:
+            raise UserError("--nnodes", None, "give --nnodes with --node-rank/--rdzv-endpoint")
+        return None
+    if args.rdzv_endpoint is None:
+        raise UserError("--rdzv-endpoint", None, "give HOST:PORT where the nodes meet")
+    return Nodes(args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id,
+                 args.join_timeout_s)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     from llmpq.runtime import ServeFailed, serve
 
+    args.nodes = nodes_of(args)
     if args.prompts:
         return run_dataset(args)
     try:
@@ -103,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             top_p=args.top_p, gen_len=args.gen_len, quantized=args.quantized,
             group_size=args.group_size, launcher=args.launcher, ring=args.ring,
             torchrun_args=shlex.split(args.torchrun_args),
-            stage_timeout_s=args.stage_timeout_s,
+            stage_timeout_s=args.stage_timeout_s, nodes=args.nodes,
         )  # fmt: skip
     except ServeFailed as err:
         print(f"llmpq serve: failed: {err}", file=sys.stderr)
@@ -130,13 +160,18 @@ def run_dataset(args: argparse.Namespace) -> int:
             temperature=args.temperature, top_p=args.top_p, seed=args.seed,
             quantized=args.quantized, group_size=args.group_size, launcher=args.launcher,
             torchrun_args=shlex.split(args.torchrun_args), ring=args.ring,
-            stage_timeout_s=args.stage_timeout_s, progress=not args.no_progress,
+            stage_timeout_s=args.stage_timeout_s, progress=not args.no_progress and
+            (args.nodes is None or args.nodes.rank == 0), nodes=args.nodes,
         )  # fmt: skip
     except ServeFailed as err:
         print(f"llmpq serve: failed: {err} (finished outputs are kept: rerun with --resume)",
               file=sys.stderr)  # fmt: skip
         return 1
     m = result.metrics
+    if m is None and args.nodes is not None and args.nodes.rank != 0:
+        print(f"llmpq serve: node {args.nodes.rank}'s stages done (node 0 writes the outputs) "
+              f"-> {args.out}")  # fmt: skip
+        return 0
     if m is None:
         print(f"llmpq serve: nothing left to serve ({result.skipped} already answered) "
               f"-> {args.out}")  # fmt: skip

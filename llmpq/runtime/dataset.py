@@ -38,8 +38,16 @@ from llmpq.files import write_json_atomic
 from llmpq.plan import Plan, load_plan
 from llmpq.runtime.budget import check_stage_budget
 from llmpq.runtime.job import DatasetJob, Fault, Job, JobDir
-from llmpq.runtime.launch import checked_inputs, node_rank, run_threads, run_torchrun, stage_jobs
+from llmpq.runtime.launch import (
+    checked_inputs,
+    job_dir_for,
+    run_other_node,
+    run_threads,
+    run_torchrun,
+    stage_jobs,
+)
 from llmpq.runtime.metrics import DatasetMetrics
+from llmpq.runtime.nodes import Nodes, node_layout
 from llmpq.runtime.outputs import answered_ids
 from llmpq.runtime.prompts import generation_ids, load_tokenizer
 from llmpq.runtime.requests import RequestLimits, RequestSummary, prepare_requests
@@ -126,6 +134,7 @@ def serve_dataset(
     fault: Fault | None = None,
     ring: str = "auto",
     progress: bool = True,
+    nodes: Nodes | None = None,
 ) -> DatasetResult:
     """Serve every request of ``prompts`` under ``plan``; ``out_dir/outputs.jsonl`` grows as
     requests finish, ``metrics.json`` is written at the end. ``max_new_tokens`` is the limit of
@@ -136,6 +145,10 @@ def serve_dataset(
     cluster = load_cluster(cluster) if isinstance(cluster, (str, Path)) else cluster
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config, spec = checked_inputs(plan, model_dir, launcher, ring)
+    layout = None if nodes is None else node_layout(plan, cluster, nodes.count)
+    if nodes is not None and nodes.rank != 0:  # node 0 reads the requests and writes outputs
+        run_other_node(plan, cluster, out_dir, nodes, torchrun_args)
+        return DatasetResult(None, out_dir, 0)
     if not Path(prompts).is_file():
         raise UserError("prompts file", str(prompts), "check the path", problem="does not exist")
     jobs = stage_jobs(plan, cluster)
@@ -148,7 +161,7 @@ def serve_dataset(
         Sampling(temperature, top_p, seed),
     )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    jd = JobDir.create(out_dir)
+    jd = job_dir_for(out_dir, nodes)
     try:
         summary = prepare_requests(prompts, tokenizer, limits, jd.path / "requests.jsonl",
                                    answered)  # fmt: skip
@@ -168,9 +181,8 @@ def serve_dataset(
                     on_finish=(lambda r, t, why: bar.poll()) if rank == 0 else None))  # fmt: skip
             else:
                 jd.write_job(job)
-                run_torchrun(jd, plan, torchrun_args, on_poll=bar.poll)
-                if node_rank(torchrun_args) != 0:
-                    return DatasetResult(None, out_dir, summary.skipped)
+                run_torchrun(jd, plan, torchrun_args, on_poll=bar.poll, nodes=nodes,
+                             layout=layout)  # fmt: skip
                 reports = jd.reports(len(plan.stages))
         finally:
             bar.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,11 +32,13 @@ from llmpq.runtime.sampling import Sampling
 
 @dataclass(frozen=True)
 class StageJob:
-    """One stage's device, CPU threads (None: leave as is) and memory budget (None: unchecked)."""
+    """One stage's device, CPU threads (None: leave as is), memory budget (None: unchecked) and
+    host."""
 
     device: str
     threads: int | None = None
     budget_bytes: int | None = None
+    host: str | None = None  # the cluster file's host (the node that runs it)
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,15 @@ class JobDir:
     path: Path
 
     @classmethod
-    def create(cls, parent: str | Path) -> JobDir:
+    def create(cls, parent: str | Path, path: Path | None = None) -> JobDir:
+        """A new job folder in ``parent``; ``path``: that one, named for a multi-node run (what
+        an earlier run left there is removed first)."""
         Path(parent).mkdir(parents=True, exist_ok=True)
-        return cls(Path(tempfile.mkdtemp(prefix=".serve-", dir=parent)))
+        if path is None:
+            return cls(Path(tempfile.mkdtemp(prefix=".serve-", dir=parent)))
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
+        return cls(path)
 
     def write(self, job: Job, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
         self._save({"input_ids": input_ids, "attention_mask": attention_mask}, "inputs.pt")

@@ -62,6 +62,15 @@ from llmpq.plan import Plan, load_plan
 from llmpq.runtime.budget import check_stage_budget
 from llmpq.runtime.job import Fault, Job, JobDir, StageJob
 from llmpq.runtime.metrics import ServeMetrics
+from llmpq.runtime.nodes import (
+    NodeLayout,
+    Nodes,
+    mark_started,
+    missing_nodes,
+    node_layout,
+    stages_env,
+)
+from llmpq.runtime.nodes import torchrun_args as node_torchrun_args
 from llmpq.runtime.prompts import (
     Prompt,
     encode,
@@ -109,11 +118,12 @@ def stage_jobs(plan: Plan, cluster: Cluster | None) -> tuple[StageJob, ...]:
         threads = max(1, (os.cpu_count() or 1) // len(plan.stages))
         return tuple(StageJob(s.device, threads, None) for s in plan.stages)
     plan.check_against(cluster)
+    hosts = [cluster.device(s.device).host for s in plan.stages]
     jobs = []
-    for s in plan.stages:
+    for s, host in zip(plan.stages, hosts, strict=True):
         device = cluster.device(s.device)
-        share = max(1, (os.cpu_count() or 1) // len(plan.stages))
-        jobs.append(StageJob(s.device, device.cores or share, device.memory_bytes))
+        share = max(1, (os.cpu_count() or 1) // hosts.count(host))
+        jobs.append(StageJob(s.device, device.cores or share, device.memory_bytes, host))
     return tuple(jobs)
 
 
@@ -140,38 +150,48 @@ def torchrun_command(world: int, job_dir: Path, torchrun_args: Sequence[str] = (
             "-m", "llmpq.runtime.worker", str(job_dir)]  # fmt: skip
 
 
-def _stage_name(plan: Plan, rank: int) -> str:
+def _stage_name(plan: Plan, rank: int, layout: NodeLayout | None = None) -> str:
     s = plan.stages[rank]
-    return f"stage {rank} ({s.device}, layers [{s.layers[0]}, {s.layers[1]}))"
+    where = f" on {layout.host_of(rank)}" if layout is not None and len(layout.hosts) > 1 else ""
+    return f"stage {rank} ({s.device}{where}, layers [{s.layers[0]}, {s.layers[1]}))"
 
 
-def diagnose(plan: Plan, statuses: dict[int, dict | None], returncode: int | None) -> str:
+def diagnose(plan: Plan, statuses: dict[int, dict | None], returncode: int | None,
+             layout: NodeLayout | None = None) -> str:  # fmt: skip
     """One line naming the failed stage: its own error first, then a stage that vanished
     without a word (killed, crashed, or hung and killed), then the peer a stage lost."""
     own = [(r, s) for r, s in statuses.items()
            if s and s["state"] == "failed" and "lost_peer" not in s]  # fmt: skip
     if own:
-        return "; ".join(f"{_stage_name(plan, r)} failed: {s['error']}" for r, s in own)
+        return "; ".join(f"{_stage_name(plan, r, layout)} failed: {s['error']}" for r, s in own)
     lost = {r: s for r, s in statuses.items() if s and "lost_peer" in s}
     silent = [r for r, s in statuses.items() if not s or s["state"] in ("started", "loaded")]
     if silent:
         seen = "; ".join(f"stage {r} {s['error']}" for r, s in lost.items())
         return "; ".join(
-            f"{_stage_name(plan, r)} died or hung (it never reported)" for r in silent
+            f"{_stage_name(plan, r, layout)} died or hung (it never reported)" for r in silent
         ) + (f" [{seen}]" if seen else "")
     if lost:
         r, s = next(iter(lost.items()))
-        return f"{_stage_name(plan, s['lost_peer'])} died or hung: stage {r} {s['error']}"
+        return f"{_stage_name(plan, s['lost_peer'], layout)} died or hung: stage {r} {s['error']}"
     return f"the run failed (torchrun exit code {returncode}) with no stage reporting an error"
 
 
 def run_torchrun(jd: JobDir, plan: Plan, torchrun_args: Sequence[str],
-                  on_poll=lambda: None) -> None:  # fmt: skip
+                  on_poll=lambda: None, nodes: Nodes | None = None,
+                  layout: NodeLayout | None = None) -> None:  # fmt: skip
     """Run the job under torchrun; raise naming the stage that failed. ``on_poll`` runs every
-    poll (the dataset run's progress bar)."""
+    poll (the dataset run's progress bar). ``nodes``: this launcher is one node of a
+    multi-node run (:mod:`llmpq.runtime.nodes`; ``layout`` its stages per node)."""
     world = len(plan.stages)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(jd.log, "wb") as log:
+    log_path, since = jd.log, time.time()
+    if nodes is not None:
+        torchrun_args = [*node_torchrun_args(nodes, layout), *torchrun_args]
+        env.update(stages_env(layout, nodes.rank))
+        mark_started(nodes, jd.path.parent)
+        log_path = nodes.markers(jd.path.parent) / f"node-{nodes.rank}.log"
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             torchrun_command(world, jd.path, torchrun_args), stdout=log, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,
@@ -190,13 +210,25 @@ def run_torchrun(jd: JobDir, plan: Plan, torchrun_args: Sequence[str],
         finally:
             if proc.poll() != 0:
                 _kill_run(proc, jd, world)
+    if nodes is not None and nodes.rank != 0 and proc.returncode == 0:
+        return  # this node's stages are done; node 0 collects the reports
     statuses = jd.statuses(world)
     if proc.returncode != 0 or any(not s or s["state"] != "done" for s in statuses.values()):
-        message = diagnose(plan, statuses, proc.returncode)
+        message = diagnose(plan, statuses, proc.returncode, layout)
+        if nodes is not None and not any(statuses.values()):
+            missing = missing_nodes(nodes, jd.path.parent, since)
+            message = (
+                "; ".join(
+                    f"node {r} ({layout.hosts[r]}: stages {', '.join(map(str, layout.stages[r]))}) "
+                    f"never joined the rendezvous at {nodes.endpoint} within {nodes.join_timeout_s:g} s"
+                    for r in missing
+                )
+                or f"the nodes met at {nodes.endpoint} but no stage started: {message}"
+            )
         user = any(s and s.get("user_error") for s in statuses.values())
         if user:
             raise UserError("plan", plan.model_id, "fix the input named", f"cannot run: {message}")
-        raise ServeFailed(f"{message}; log: {jd.log}")
+        raise ServeFailed(f"{message}; log: {log_path}")
 
 
 def _runs(pid: int, jd: JobDir) -> bool:
@@ -272,8 +304,19 @@ def checked_inputs(plan: Plan, model_dir: Path, launcher: str, ring: str) -> tup
     return config, spec
 
 
-def node_rank(torchrun_args: Sequence[str]) -> int:
-    return int(_flag(torchrun_args, "--node-rank", "--node_rank") or 0)
+def job_dir_for(out_dir: Path, nodes: Nodes | None) -> JobDir:
+    """Node 0's (or a single node's) new job folder: a fresh ``.serve-XXXX``, or the multi-node
+    run's shared ``.serve-<run id>``."""
+    return JobDir.create(out_dir, None if nodes is None else nodes.job_path(out_dir))
+
+
+def run_other_node(plan: Plan, cluster: Cluster | None, out_dir: Path, nodes: Nodes,
+                   torchrun_args: Sequence[str] = ()) -> None:  # fmt: skip
+    """Node ``nodes.rank`` ≥ 1 of a multi-node run: start its stages on the job node 0 writes
+    to the shared ``out_dir``; return when they are done, raise naming the stage that failed."""
+    layout = node_layout(plan, cluster, nodes.count)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    run_torchrun(JobDir(nodes.job_path(out_dir)), plan, torchrun_args, nodes=nodes, layout=layout)
 
 
 def serve(
@@ -297,6 +340,7 @@ def serve(
     load_timeout_s: float = 600.0,
     fault: Fault | None = None,
     ring: str = "auto",
+    nodes: Nodes | None = None,
 ) -> ServeResult:
     """Run ``plan`` on ``prompts`` (or ``synthetic=True``: the plan's workload of random ids,
     ignoring end-of-sequence) and write ``out_dir/outputs.jsonl`` and ``metrics.json``.
@@ -312,6 +356,10 @@ def serve(
     cluster = load_cluster(cluster) if isinstance(cluster, (str, Path)) else cluster
     model_dir = Path(model_dir)
     _, spec = checked_inputs(plan, model_dir, launcher, ring)
+    layout = None if nodes is None else node_layout(plan, cluster, nodes.count)
+    if nodes is not None and nodes.rank != 0:
+        run_other_node(plan, cluster, Path(out_dir), nodes, torchrun_args)
+        return ServeResult(None, (), Path(out_dir))  # type: ignore[arg-type]
     w = plan.workload
     if synthetic:
         prompts = synthetic_prompts(w.batch_size, w.prompt_len, spec.vocab_size, seed)
@@ -340,11 +388,9 @@ def serve(
     if launcher == "threads":
         reports, tokens = _run_threads(job, ids, mask)
     else:
-        jd = JobDir.create(out_dir)
+        jd = job_dir_for(out_dir, nodes)
         jd.write(job, ids, mask)
-        run_torchrun(jd, plan, torchrun_args)
-        if node_rank(torchrun_args) != 0:
-            return ServeResult(None, (), out_dir)  # type: ignore[arg-type]
+        run_torchrun(jd, plan, torchrun_args, nodes=nodes, layout=layout)
         reports, tokens = jd.reports(len(plan.stages)), jd.tokens()
         shutil.rmtree(jd.path, ignore_errors=True)
     outputs = tuple(

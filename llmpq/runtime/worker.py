@@ -25,7 +25,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from llmpq.models.spec import ModelSpec
 from llmpq.models.stage import PipelineStage, StageRange, load_stage
 from llmpq.runtime.budget import check_stage_budget
 from llmpq.runtime.job import Fault, Job, JobDir
+from llmpq.runtime.nodes import check_device, stage_process_group, worker_stage
 from llmpq.runtime.pipeline import Batch, StagePipeline
 from llmpq.runtime.prompts import load_tokenizer
 from llmpq.runtime.schedule import Schedule
@@ -307,8 +307,9 @@ def main(job_dir: str) -> int:
     """The torchrun entry: stage ``RANK`` of the job in ``job_dir``; the process's exit code."""
     import torch.distributed as dist
 
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    world = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+    rank = worker_stage(local_rank, int(os.environ["RANK"]))  # not RANK: see runtime.nodes
     jd = JobDir(Path(job_dir))
     _on_sigterm(jd, rank)
     jd.write_status(rank, "started")
@@ -320,9 +321,10 @@ def main(job_dir: str) -> int:
         device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
         if cuda:
             torch.cuda.set_device(device)
-        dist.init_process_group(
-            "nccl" if cuda else "gloo", timeout=timedelta(seconds=job.load_timeout_s)
-        )
+        stage_job = job.stages[rank]
+        check_device(job.plan_obj, rank, device, stage_job.threads, stage_job.budget_bytes,
+                     stage_job.host or os.uname().nodename)  # fmt: skip
+        stage_process_group("nccl" if cuda else "gloo", rank, world, job.load_timeout_s)
         one_host = int(os.environ.get("LOCAL_WORLD_SIZE", world)) == world  # set by torchrun
         transport = ring_transport(job, rank, world, device, one_host,
                                    None if ids is None else ids.shape)  # fmt: skip
