@@ -129,14 +129,15 @@ def test_two_and_three_nodes_match_hf_generate(tiny_families, tiny_default, tmp_
     assert json.loads((out / "metrics.json").read_text())["num_stages"] == 3
 
 
-def test_a_killed_remote_stage_fails_every_node_naming_it(tiny_default, tmp_path):
+@pytest.mark.parametrize("action", ["kill", "hang"])
+def test_a_dead_or_hung_remote_stage_fails_every_node_naming_it(tiny_default, tmp_path, action):
     plan, args = _inputs(tmp_path, tiny_default, [(0, 1), (1, 2)], ["a", "b"], gen_len=16)
     port = _free_port()
     other = _node([*args, "--synthetic"], tmp_path / "out", 2, 1, port)
     start = time.monotonic()
     with pytest.raises(ServeFailed, match=r"stage 1 \(cpu-1 on b, layers \[1, 2\)\) died or hung"):
         serve(plan, tiny_default, None, tmp_path / "out", synthetic=True, cluster=tmp_path /
-              "cluster.yaml", stage_timeout_s=5, fault=Fault(stage=1, action="kill", after_sends=4),
+              "cluster.yaml", stage_timeout_s=5, fault=Fault(stage=1, action=action, after_sends=4),
               nodes=Nodes(2, 0, f"127.0.0.1:{port}", join_timeout_s=20))  # fmt: skip
     ((code, _, err),) = _finish([other])
     assert code != 0 and "stage 1" in err
