@@ -160,8 +160,8 @@ def run_dataset(args: argparse.Namespace) -> int:
             temperature=args.temperature, top_p=args.top_p, seed=args.seed,
             quantized=args.quantized, group_size=args.group_size, launcher=args.launcher,
             torchrun_args=shlex.split(args.torchrun_args), ring=args.ring,
-            stage_timeout_s=args.stage_timeout_s, progress=not args.no_progress and
-            (args.nodes is None or args.nodes.rank == 0), nodes=args.nodes,
+            stage_timeout_s=args.stage_timeout_s, progress=not args.no_progress,
+            nodes=args.nodes,
         )  # fmt: skip
     except ServeFailed as err:
         print(f"llmpq serve: failed: {err} (finished outputs are kept: rerun with --resume)",

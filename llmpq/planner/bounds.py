@@ -181,11 +181,7 @@ class PhaseBlock:
             rhs.append(problem.omega_budget)
             soft.append(True)
         top = L - N + 1  # and the most layers of each bitwidth that fit each position alone
-        with np.errstate(invalid="ignore", divide="ignore"):
-            most = np.array([
-                np.floor((d.memory_bytes - p.base_bytes + p.held_bytes) / p.layer_bytes)
-                for d, p in zip(order, phases, strict=True)
-            ])  # fmt: skip
+        most = np.array([p.most_layers(d.memory_bytes) for d, p in zip(order, phases, strict=True)])
         most = np.clip(np.where(allowed & np.isfinite(most), most, 0.0), 0.0, top)
         upper = np.concatenate([most.ravel(), [np.inf]])
         lower = np.concatenate([np.zeros(N * K), [lower_time]])

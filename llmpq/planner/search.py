@@ -435,13 +435,9 @@ def _infeasible(problem: PlanningProblem, coef, choices) -> UserError:
         if not problem.allowed_bits(device):
             continue
         c = coef(device, mb, False, False, device)
-        most = 0
-        for p in (c.prefill, c.decode):
-            room = device.memory_bytes - p.base_bytes + p.held_bytes
-            with np.errstate(invalid="ignore", divide="ignore"):
-                layers = np.floor(np.where(np.isfinite(p.layer_bytes), room / p.layer_bytes, 0))
-            most = layers if isinstance(most, int) else np.minimum(most, layers)
-        k = int(np.nanargmax(most))
+        most = np.nan_to_num(np.minimum(c.prefill.most_layers(device.memory_bytes),
+                                        c.decode.most_layers(device.memory_bytes)), nan=0.0)  # fmt: skip
+        k = int(np.argmax(most))
         held.append((device, max(0, int(most[k]))))
         need_bits.append(BITS[k])
         layer_gib.append(max(c.prefill.layer_bytes[k], c.decode.layer_bytes[k]) / gib)

@@ -60,6 +60,12 @@ class PhaseCoefficients:
     base_bytes: np.ndarray | None  # (K,) the rest of a stage of ≥ 2 layers holding BITS[k]
     held_bytes: int | None  # what a one-layer stage does not hold (its input is the layer's)
 
+    def most_layers(self, memory_bytes: int) -> np.ndarray:
+        """(K,) the most layers at ``BITS[k]`` alone that fit ``memory_bytes`` at this phase's
+        peak (the held input counted as for one layer: an upper bound); NaN where not allowed."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.floor((memory_bytes - self.base_bytes + self.held_bytes) / self.layer_bytes)
+
 
 @dataclass(frozen=True, eq=False)
 class StageCoefficients:

@@ -147,7 +147,7 @@ def serve_dataset(
     config, spec = checked_inputs(plan, model_dir, launcher, ring)
     layout = None if nodes is None else node_layout(plan, cluster, nodes.count)
     if nodes is not None and nodes.rank != 0:  # node 0 reads the requests and writes outputs
-        run_other_node(plan, cluster, out_dir, nodes, torchrun_args)
+        run_other_node(plan, out_dir, nodes, layout, torchrun_args)
         return DatasetResult(None, out_dir, 0)
     if not Path(prompts).is_file():
         raise UserError("prompts file", str(prompts), "check the path", problem="does not exist")

@@ -310,11 +310,10 @@ def job_dir_for(out_dir: Path, nodes: Nodes | None) -> JobDir:
     return JobDir.create(out_dir, None if nodes is None else nodes.job_path(out_dir))
 
 
-def run_other_node(plan: Plan, cluster: Cluster | None, out_dir: Path, nodes: Nodes,
+def run_other_node(plan: Plan, out_dir: Path, nodes: Nodes, layout: NodeLayout,
                    torchrun_args: Sequence[str] = ()) -> None:  # fmt: skip
     """Node ``nodes.rank`` ≥ 1 of a multi-node run: start its stages on the job node 0 writes
     to the shared ``out_dir``; return when they are done, raise naming the stage that failed."""
-    layout = node_layout(plan, cluster, nodes.count)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     run_torchrun(JobDir(nodes.job_path(out_dir)), plan, torchrun_args, nodes=nodes, layout=layout)
 
@@ -358,7 +357,7 @@ def serve(
     _, spec = checked_inputs(plan, model_dir, launcher, ring)
     layout = None if nodes is None else node_layout(plan, cluster, nodes.count)
     if nodes is not None and nodes.rank != 0:
-        run_other_node(plan, cluster, Path(out_dir), nodes, torchrun_args)
+        run_other_node(plan, Path(out_dir), nodes, layout, torchrun_args)
         return ServeResult(None, (), Path(out_dir))  # type: ignore[arg-type]
     w = plan.workload
     if synthetic:

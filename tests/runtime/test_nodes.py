@@ -38,13 +38,9 @@ def _inputs(tmp_path, model_dir, splits, hosts, mb=(1, 3, 1), gen_len=8, types=N
                     tuple(Stage(s.device, t, s.layers, s.bits)
                           for s, t in zip(plan.stages, types, strict=True)), plan.micro_batch)  # fmt: skip
     save_plan(plan, tmp_path / "plan.json")
-    devices = [{"name": s.device, "type": s.device_type, "memory_MiB": 256, "cores": 1,
-                "host": h} for s, h in zip(plan.stages, hosts, strict=True)]  # fmt: skip
-    if types:
-        for d in devices:
-            d.pop("cores")
-            d["memory_GiB"] = 16
-            d.pop("memory_MiB")
+    devices = [{"name": s.device, "type": s.device_type, "host": h,
+                **({"memory_MiB": 256, "cores": 1} if s.device_type == "cpu" else {"memory_GiB": 16})}
+               for s, h in zip(plan.stages, hosts, strict=True)]  # fmt: skip
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({"name": "nodes", "devices": devices}))
     (tmp_path / "prompts.jsonl").write_text(
         "".join(json.dumps({"id": p.id, "prompt": p.text}) + "\n" for p in PROMPTS)
