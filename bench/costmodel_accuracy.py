@@ -4,7 +4,7 @@ Run::
 
     python bench/costmodel_accuracy.py [--json results/bench/costmodel_accuracy.json]
         [--model results/models/default] [--save-table F.nc] [--threads 1] [--clock wall]
-        [--skip-memory]
+        [--skip-memory] [--rounds 3]
 
 1. Profiles the model on this CPU (:func:`llmpq.profiler.profile_model`, one thread, default
    rounds) and fits the latency model (:class:`llmpq.costmodel.latency.LatencyModel`) to the
@@ -129,14 +129,14 @@ def memory_errors(model_dir: Path) -> dict:
     return {"max_abs": max(errors), "mean_abs": float(np.mean(errors)), "cases": cases}
 
 
-def union_profile(model_dir: Path, threads: int, clock: str) -> xr.Dataset:
+def union_profile(model_dir: Path, threads: int, clock: str, rounds: int) -> xr.Dataset:
     """One sweep over the union of the grid's and the test sets' batches and lengths, so that
     fitted and tested points are measured side by side (the profiler's rounds interleave them
     further): drift in the machine's speed between separate runs is not counted as model error."""
     base = default_grid("cpu")
     batch = sorted({*base.batch, *HELD_OUT["batch"], *EXTRAPOLATION["batch"]})
     seq = sorted({*base.seq, *HELD_OUT["seq"], *EXTRAPOLATION["seq"]})
-    grid = replace(base, batch=tuple(batch), seq=tuple(seq))
+    grid = replace(base, batch=tuple(batch), seq=tuple(seq), rounds=rounds)
     return profile_model(model_dir, grid=grid, threads=threads, clock=clock)
 
 
@@ -161,17 +161,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", default="wall", help="wall or cpu (thread CPU time)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved sweeps pooled by the median (1: a third of the time)")  # fmt: skip
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     model_dir = Path(args.model)
     result: dict = {
         "model": str(model_dir), "threads": args.threads, "clock": args.clock,
+        "rounds": args.rounds,
         "torch": torch.__version__, "python": platform.python_version(),
         "load_average_before": os.getloadavg(),
     }  # fmt: skip
     started = time.perf_counter()
     base = default_grid("cpu")
-    union = union_profile(model_dir, args.threads, args.clock)
+    union = union_profile(model_dir, args.threads, args.clock, args.rounds)
     table = subset(union, base.batch, base.seq)
     if args.save_table:
         save_cost_table(table, args.save_table)

@@ -18,10 +18,13 @@ EPILOG = """examples:
   # then the hosts of the later stages in pipeline order); --out on a file system all nodes see
   llmpq serve --plan plan.json --model DIR --prompts p.jsonl --cluster cluster.yaml \\
       --out /shared/out --nnodes 2 --node-rank 0 --rdzv-endpoint node-a:29500
-  # under SLURM, one task per node (single quotes: each task expands its own $SLURM_NODEID):
-  srun --nodes 2 --ntasks-per-node 1 bash -c 'llmpq serve --plan plan.json --model DIR \\
-      --prompts p.jsonl --cluster cluster.yaml --out /shared/out --nnodes 2 \\
-      --node-rank $SLURM_NODEID --rdzv-endpoint $MASTER_ADDR:29500 --rdzv-id $SLURM_JOB_ID'
+  # under SLURM: one heterogeneous srun, a component per host (its own GPUs), node 0's address
+  # read when the step starts; the workflow's rule serve_nodes writes this line for you
+  srun --nodes=1 --ntasks=1 --gpus=t4:3 sh -c 'exec "$@" --rdzv-endpoint "$(scontrol show \
+      hostnames "$SLURM_JOB_NODELIST_HET_GROUP_0" | head -n1):29500"' sh llmpq serve \
+      --plan plan.json --model DIR --prompts p.jsonl --cluster cluster.yaml --out /shared/out \
+      --nnodes 2 --node-rank 0 : --nodes=1 --ntasks=1 --gpus=v100:1 sh -c '...' sh llmpq serve \
+      ... --nnodes 2 --node-rank 1
 
   # a dataset, resumed after a failure: serves only the ids outputs.jsonl lacks
   llmpq serve --plan plan.json --model DIR --prompts batch.jsonl --out out/ --resume

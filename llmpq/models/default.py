@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import time
 from collections.abc import Iterator, Sequence
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from llmpq import allocation
 from llmpq.errors import UserError
 from llmpq.files import check_out_dir, staging_dir
 from llmpq.models.corpus import (
@@ -404,13 +404,6 @@ def _torch_threads(num_threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _write_data(data_dir: Path, splits: CorpusSplits) -> None:
     data_dir.mkdir()
     (data_dir / "train.txt").write_text(splits.train_text(), encoding="utf-8")
@@ -452,7 +445,7 @@ def train_default_model(
     if max_train_seconds is not None:
         recipe = replace(recipe, max_train_seconds=max_train_seconds)
     check_out_dir(out_dir, overwrite)
-    threads = num_threads or available_cores()
+    threads = num_threads or allocation.cores()
     with _torch_threads(threads), torch.random.fork_rng(), staging_dir(out_dir, overwrite) as tmp:
         splits = split_corpus(build_corpus(recipe.corpus_sources), recipe.heldout_fraction)
         tokenizer = train_tokenizer(splits.train_text(), recipe.vocab_size)

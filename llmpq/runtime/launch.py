@@ -53,6 +53,7 @@ from pathlib import Path
 
 import torch
 
+from llmpq import allocation
 from llmpq.cluster import Cluster, load_cluster
 from llmpq.errors import UserError
 from llmpq.files import write_json_atomic, write_text_atomic
@@ -115,14 +116,14 @@ def stage_jobs(plan: Plan, cluster: Cluster | None) -> tuple[StageJob, ...]:
     """Each stage's threads and budget from its cluster device (without a cluster: the host's
     cores shared evenly, no budget)."""
     if cluster is None:
-        threads = max(1, (os.cpu_count() or 1) // len(plan.stages))
+        threads = max(1, allocation.cores() // len(plan.stages))
         return tuple(StageJob(s.device, threads, None) for s in plan.stages)
     plan.check_against(cluster)
     hosts = [cluster.device(s.device).host for s in plan.stages]
     jobs = []
     for s, host in zip(plan.stages, hosts, strict=True):
         device = cluster.device(s.device)
-        share = max(1, (os.cpu_count() or 1) // hosts.count(host))
+        share = max(1, allocation.cores() // hosts.count(host))
         jobs.append(StageJob(s.device, device.cores or share, device.memory_bytes, host))
     return tuple(jobs)
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from llmpq import allocation
 from llmpq.cluster import Cluster
 from llmpq.errors import UserError
 from llmpq.files import write_json_atomic
@@ -187,12 +188,12 @@ def check_device(plan: Plan, stage: int, device: torch.device, threads: int | No
     where = f"stage {stage} ({s.device} on {host}, layers [{s.layers[0]}, {s.layers[1]}))"
     me = os.uname().nodename
     if s.device_type == "cpu":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        if threads is not None and cores is not None and threads > cores:
+        cores = allocation.cores()
+        if threads is not None and threads > cores:
             raise UserError(where, f"{threads} threads",
                             f"run it where {threads} cores are free, or lower its cores in the "
                             f"cluster file", problem=f"but {me} gives this process {cores} core(s)")  # fmt: skip
-        total = _memory_total_bytes()
+        total = allocation.memory_bytes()
         if budget_bytes is not None and total is not None and budget_bytes > total:
             raise UserError(where, f"a budget of {budget_bytes / 1024**3:.2f} GiB",
                             "lower its memory_GiB in the cluster file",
@@ -207,13 +208,3 @@ def check_device(plan: Plan, stage: int, device: torch.device, threads: int | No
         raise UserError(where, s.device_type, f"start node {host!r} on a machine with a "
                         f"{s.device_type}, or fix its type in the cluster file",
                         problem=f"but {me}'s {device} is a {name}")  # fmt: skip
-
-
-def _memory_total_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None

@@ -1,6 +1,7 @@
 # Shared by the rules: the config's names resolved to files, checked before any job runs, and the
 # lists of targets. Keep this file small: what a stage needs lives in that stage's .smk.
 import re
+import shutil
 
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -8,10 +9,16 @@ from snakemake.exceptions import WorkflowError
 from llmpq.cluster import Cluster
 from llmpq.dataset_workload import dataset_workload_from_dict
 from llmpq.errors import UserError
+from llmpq.runtime.slurm import site_gpu_model
 from llmpq.workload import Workload
 
 RESULTS, LOGS = config["results"], config["logs"]
 METHODS = config["plan"]["methods"]
+# Threads of the rules that take the whole machine. Snakemake lowers it to --cores when it runs
+# jobs here; on a cluster the profile's set-threads says how many CPUs each such job asks for
+# (profiles/slurm), and the job runs with that many.
+ALL_CORES = 1024
+SRUN = shutil.which("srun")  # SLURM is here: a plan over several hosts is served through srun
 
 
 def _stop(key, problem):

@@ -1,6 +1,6 @@
 # Stage "dataset": the whole offline job. Execution track: plan llmpq for the requests file (the
 # planner chooses how many sequences are in flight) and serve every request, slots refilled as
-# sequences end. Planning track: every plan also simulated on the dataset workload's length
+# sequences end (over several hosts: serve_dataset_nodes, one srun, as serve_nodes). Planning track: every plan also simulated on the dataset workload's length
 # distribution, refilled and one batch at a time.
 
 
@@ -49,18 +49,22 @@ rule serve_dataset:
     output:
         metrics=f"{RESULTS}/dataset/{{cluster}}/serve/metrics.json",
         outputs=f"{RESULTS}/dataset/{{cluster}}/serve/outputs.jsonl",
+    wildcard_constraints:
+        cluster=_names(ONE_JOB),
     params:
+        launch="here",
         max_new_tokens=DATASET["max_new_tokens"],
         temperature=EXEC["serve"]["temperature"],
         seed=EXEC["serve"]["seed"],
         stage_timeout_s=EXEC["serve"]["stage_timeout_s"],
         group_size=EXEC["group_size"],
+        gpu_models=config["slurm_gpu_models"],
     log:
         f"{LOGS}/dataset/{{cluster}}/serve.log",
     # One process per stage, each pinned to its cores: keep other jobs off the machine meanwhile.
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
-        nodes=lambda wc: len(CLUSTER[wc.cluster].hosts),
+        nodes=1,
         gpu=serve_gpus,
         gpu_model=serve_gpu_model,
         runtime=60,
@@ -68,6 +72,23 @@ rule serve_dataset:
         "../envs/llmpq.yaml"
     script:
         "../scripts/serve_dataset.py"
+
+
+# Over several hosts: one heterogeneous srun from where snakemake runs (as rule serve_nodes).
+use rule serve_dataset as serve_dataset_nodes with:
+    wildcard_constraints:
+        cluster=_names(BY_SRUN),
+    params:
+        launch="srun",
+        max_new_tokens=DATASET["max_new_tokens"],
+        temperature=EXEC["serve"]["temperature"],
+        seed=EXEC["serve"]["seed"],
+        stage_timeout_s=EXEC["serve"]["stage_timeout_s"],
+        group_size=EXEC["group_size"],
+        gpu_models=config["slurm_gpu_models"],
+    threads: 1
+    resources:
+        runtime=60,
 
 
 rule simulate_dataset:

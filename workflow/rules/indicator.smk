@@ -15,7 +15,7 @@ rule indicator:
         ),
     log:
         f"{LOGS}/indicator/{{model}}.log",
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         "../envs/llmpq.yaml"
     script:

@@ -7,8 +7,7 @@ PROFILED_TYPES = sorted({t for c in EXEC["clusters"] for t in device_types(c)})
 
 def slurm_gpu_model(device_type):
     """The site's GPU model name of a catalog type (config: slurm_gpu_models)."""
-    default = device_type.lower().replace("-", "_")
-    return config["slurm_gpu_models"].get(device_type, default)
+    return site_gpu_model(device_type, config["slurm_gpu_models"])
 
 
 # ---------------------------------------------------------------- roofline
@@ -46,14 +45,42 @@ def plan_inputs(wildcards):
     return inputs
 
 
+# ---------------------------------------------------------------- serve: one job, or one srun
+def _gpu_types(cluster):
+    return {d.type.name for d in CLUSTER[cluster].devices} - {"cpu"}
+
+
+# Served by one srun with a component per host (rules serve_nodes, serve_dataset_nodes): every
+# cluster over several hosts, and, where SLURM is, one host with two GPU types (a single
+# --gpus=<model>:n request cannot ask for both). The others are one job each (serve).
+BY_SRUN = [
+    c for c in EXEC["clusters"]
+    if len(CLUSTER[c].hosts) > 1 or (SRUN and len(_gpu_types(c)) > 1)
+]
+ONE_JOB = [c for c in EXEC["clusters"] if c not in BY_SRUN]
+if BY_SRUN and not SRUN:
+    _stop(
+        "execution.clusters",
+        f"{BY_SRUN[0]} spans hosts {', '.join(CLUSTER[BY_SRUN[0]].hosts)}: the workflow "
+        "serves it with one srun (SLURM) launcher per host, and srun is not on PATH here; run "
+        "from a SLURM login node (profiles/slurm), serve it by hand with `llmpq serve --nnodes` "
+        "on each host (README: Serving across several machines), or move it to planning.clusters",
+    )
+
+
+def _names(clusters):
+    return "|".join(re.escape(c) for c in clusters) or "NONE"
+
+
 # ---------------------------------------------------------------- serve
 def serve_gpus(wildcards):
-    c = CLUSTER[wildcards.cluster]
-    gpus = [d for d in c.devices if d.type.name != "cpu"]
-    return max((sum(d.host == h for d in gpus) for h in c.hosts), default=0)
+    """The GPUs of a cluster served as one job (one host; srun asks per host otherwise)."""
+    return sum(d.type.name != "cpu" for d in CLUSTER[wildcards.cluster].devices)
 
 
 def serve_gpu_model(wildcards):
+    """Their type as the site names it (two types on one host go through srun where SLURM is;
+    elsewhere the job runs here and asks nothing of a scheduler)."""
     types = {d.type.name for d in CLUSTER[wildcards.cluster].devices} - {"cpu"}
     return slurm_gpu_model(types.pop()) if len(types) == 1 else ""
 

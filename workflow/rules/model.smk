@@ -24,7 +24,7 @@ rule train_default_model:
         seed=config["model"]["seed"],
     log:
         f"{config['logs']}/model/train_default.log",
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         "../envs/llmpq.yaml"
     script:

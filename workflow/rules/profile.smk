@@ -16,7 +16,7 @@ rule profile:
     wildcard_constraints:
         device_type="|".join(re.escape(t) for t in PROFILED_TYPES) or "NONE",
     # The whole machine: timings taken beside other jobs would be the other jobs' timings.
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         gpu=lambda wc: 0 if wc.device_type == "cpu" else 1,
         gpu_model=lambda wc: "" if wc.device_type == "cpu" else slurm_gpu_model(wc.device_type),

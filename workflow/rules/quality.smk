@@ -13,7 +13,7 @@ rule plan_perplexity:
         group_size=EXEC["group_size"],
     log:
         f"{LOGS}/quality/{{cluster}}/{{workload}}/{{variant}}.log",
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         "../envs/llmpq.yaml"
     script:
@@ -30,7 +30,7 @@ rule reference_perplexity:
         group_size=EXEC["group_size"],
     log:
         f"{LOGS}/quality/{MODEL_NAME}/bits16.log",
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         "../envs/llmpq.yaml"
     script:

@@ -18,4 +18,4 @@ def indicator():
     save_indicator(omega, sm.output.omega)
 
 
-run_logged(sm.log[0], indicator)
+run_logged(sm.log[0], indicator, threads=sm.threads)

@@ -31,4 +31,4 @@ def perplexity():
     print(f"perplexity {result.perplexity:.3f} over {result.tokens_evaluated} tokens")
 
 
-run_logged(sm.log[0], perplexity)
+run_logged(sm.log[0], perplexity, threads=sm.threads)

@@ -1,11 +1,12 @@
 """Snakemake script of rule serve_dataset: every request served (torchrun, one process per
 stage), outputs appended as they finish."""
 
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
-from _common import no_plan_passed_on, run_logged, served_or_exit  # noqa: E402
+from _common import no_plan_passed_on, run_logged, serve_by_srun, served_or_exit  # noqa: E402
 
 from llmpq.runtime import serve_dataset  # noqa: E402
 
@@ -14,6 +15,16 @@ sm = snakemake  # noqa: F821
 
 def run():
     if no_plan_passed_on(sm.input.plan, sm.output.metrics, sm.output.outputs):
+        return
+    if sm.params.launch == "srun":
+        served_or_exit(lambda: serve_by_srun(sm, [
+            "--prompts", sm.input.prompts, "--max-new-tokens", str(sm.params.max_new_tokens),
+            "--seed", str(sm.params.seed), "--temperature", str(sm.params.temperature),
+            "--group-size", str(sm.params.group_size),
+            "--stage-timeout-s", str(sm.params.stage_timeout_s),
+        ]))  # fmt: skip
+        m = json.loads(Path(sm.output.metrics).read_text())
+        print(f"served {m['prompts']} prompts, {m['tokens_per_s']:.1f} tokens/s (srun)")
         return
     result = served_or_exit(lambda: serve_dataset(
         sm.input.plan, sm.input.model, sm.input.prompts, Path(sm.output.metrics).parent,

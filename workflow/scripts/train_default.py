@@ -15,5 +15,7 @@ run_logged(
         preset=snakemake.params.preset,  # noqa: F821
         seed=snakemake.params.seed,  # noqa: F821
         overwrite=True,
+        num_threads=snakemake.threads,  # noqa: F821
     ),
+    threads=snakemake.threads,  # noqa: F821
 )
