@@ -230,6 +230,8 @@ def run_torchrun(jd: JobDir, plan: Plan, torchrun_args: Sequence[str],
         if user:
             raise UserError("plan", plan.model_id, "fix the input named", f"cannot run: {message}")
         raise ServeFailed(f"{message}; log: {log_path}")
+    if nodes is not None:  # node 0, every stage done: the nodes' marks and logs are not needed
+        shutil.rmtree(nodes.markers(jd.path.parent), ignore_errors=True)
 
 
 def _runs(pid: int, jd: JobDir) -> bool:

@@ -121,7 +121,10 @@ def torchrun_args(nodes: Nodes, layout: NodeLayout) -> list[str]:
     """This node's torchrun options: its own process count, the c10d rendezvous, no restarts."""
     return ["--nnodes", str(nodes.count), "--nproc-per-node", str(len(layout.stages[nodes.rank])),
             "--rdzv-backend", "c10d", "--rdzv-endpoint", nodes.endpoint, "--rdzv-id",
-            nodes.run_id, "--rdzv-conf", f"join_timeout={max(1, round(nodes.join_timeout_s))}",
+            nodes.run_id, "--rdzv-conf",
+            # node 0 hosts the rendezvous store: torchrun's own guess compares the endpoint with
+            # the hostname's addresses and misses an address of another interface (a second NIC)
+            f"join_timeout={max(1, round(nodes.join_timeout_s))},is_host={int(nodes.rank == 0)}",
             "--max-restarts", "0"]  # fmt: skip
 
 

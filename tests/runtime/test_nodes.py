@@ -81,6 +81,7 @@ def test_layout_follows_the_hosts_in_pipeline_order(tiny_families):
     args = torchrun_args(Nodes(2, 1, "127.0.0.1:29500"), layout)
     assert args[args.index("--nproc-per-node") + 1] == "1"
     assert args[args.index("--rdzv-backend") + 1] == "c10d"
+    assert args[args.index("--rdzv-conf") + 1].endswith("is_host=0")  # only node 0 hosts the store
     with pytest.raises(UserError, match=r"--nnodes = 3 .*--nnodes 2"):
         node_layout(plan, _cluster(["b", "b", "a", "b"]), 3)
     with pytest.raises(UserError, match="--cluster"):
@@ -105,7 +106,7 @@ def test_two_and_three_nodes_match_hf_generate(tiny_families, tiny_default, tmp_
     assert [rows[p.id]["token_ids"] for p in PROMPTS] == _hf_generate(tiny_default, PROMPTS, 8)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_stages"] == 3 and all(s["busy_s"] > 0 for s in metrics["stages"])
-    assert not list(out.glob(".serve-llmpq"))  # the shared job folder is gone after success
+    assert not list(out.glob(".serve-llmpq*"))  # the job folder and node marks gone after success
 
     # three nodes, one stage each, one batch (--synthetic is the one-batch path too)
     tiny, hf_tokens = tiny_families["llama-gqa"]

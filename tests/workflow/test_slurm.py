@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -166,3 +167,28 @@ def test_a_multi_host_cluster_without_srun_stops_before_any_job(tmp_path, tiny_d
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Job stats" not in text, text
     assert "execution.clusters" in text and "node-a, node-b" in text and "srun" in text
+
+
+def test_gpu_requests_are_typed_per_device_type(tmp_path, tiny_default):
+    """A T4 host beside a V100 host: one profile job per type with the site's model name, and
+    the serve goes through srun (serve_nodes, on the login node)."""
+    config = yaml.safe_load(_config(tmp_path, tiny_default).read_text())
+    (tmp_path / "clusters" / "gpus.yaml").write_text(yaml.safe_dump({"name": "gpus", "devices": [
+        {"type": "T4", "count": 2, "host": "node-a"}, {"type": "V100-32G", "host": "node-b"}]}))  # fmt: skip
+    config["execution"]["clusters"] = ["gpus"]
+    config["execution"]["dataset"]["prompts"] = ""
+    config["slurm_gpu_models"] = {"T4": "tesla_t4"}
+    path = tmp_path / "gpus.yaml"
+    path.write_text(yaml.safe_dump(config))
+    bin_dir = fake_slurm.install(tmp_path / "bin")
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+               FAKE_SLURM_DIR=str(tmp_path / "slurm"))  # fmt: skip
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "-n",
+           "--workflow-profile", str(ROOT / "profiles" / "slurm"), "--configfile", str(path),
+           "--directory", str(tmp_path / "work")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-4000:]
+    typed = sorted(re.findall(r"gpu=1, gpu_model=([A-Za-z0-9_.]+)", text))
+    assert typed == ["tesla_t4", "v100_32g"], text[-4000:]  # one profile job per type
+    assert "rule serve_nodes:" in text and "rule serve:" not in text  # served through srun
