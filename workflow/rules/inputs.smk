@@ -81,7 +81,7 @@ def serve_gpus(wildcards):
 def serve_gpu_model(wildcards):
     """Their type as the site names it (two types on one host go through srun where SLURM is;
     elsewhere the job runs here and asks nothing of a scheduler)."""
-    types = {d.type.name for d in CLUSTER[wildcards.cluster].devices} - {"cpu"}
+    types = _gpu_types(wildcards.cluster)
     return slurm_gpu_model(types.pop()) if len(types) == 1 else ""
 
 
