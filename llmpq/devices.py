@@ -189,12 +189,29 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _matmul_flops_per_s(dtype, largest: int = 1024, enough_s: float = 0.02) -> float:
+    """FLOP/s of a square ``dtype`` matmul: the side doubles from 128 until one product takes
+    ``enough_s`` or the side reaches ``largest``, so a CPU whose 16-bit path is emulated (bf16
+    at < 1 GFLOP/s without AVX512-BF16) is measured in a fraction of a second, not in 15 s."""
+    import torch
+
+    n = 128
+    while True:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        start = time.perf_counter()
+        a @ b
+        if n >= largest or time.perf_counter() - start >= enough_s:
+            return 2 * n**3 / _median_seconds(lambda a=a, b=b: a @ b, repeats=5)
+        n *= 2
+
+
 @functools.cache
 def measure_cpu() -> DeviceType:
     """The local CPU as a device type: memory from the OS, bandwidth and FLOP/s measured (~1 s).
 
     * bandwidth: copy of a 128 MiB fp32 tensor (read + write bytes over the median time);
-    * fp16_TFLOPS: a bf16 1024³ matmul (this CPU's 16-bit path; fp16 is emulated on most CPUs);
+    * fp16_TFLOPS: a bf16 matmul of side up to 1024 (this CPU's 16-bit path; fp16 is emulated on
+      most CPUs), smaller where one product takes over 20 ms;
     * int8_TOPS: the weight-only int8 matmul ``torch._weight_int8pack_mm`` at 256×1024×1024,
       as effective multiply-adds ×2 per second — the kernel the 8-bit layers run on.
     Cached once per process; the threads are torch's current setting.
@@ -206,9 +223,7 @@ def measure_cpu() -> DeviceType:
     dst = torch.empty_like(src)
     copy_s = _median_seconds(lambda: dst.copy_(src), repeats=5)
     n = 1024
-    a = torch.randn(n, n, dtype=torch.bfloat16)
-    b = torch.randn(n, n, dtype=torch.bfloat16)
-    mm_s = _median_seconds(lambda: a @ b, repeats=5)
+    fp16_flops_per_s = _matmul_flops_per_s(torch.bfloat16, largest=n)
     x = torch.randn(256, n, dtype=torch.bfloat16)
     w = torch.randint(-127, 127, (n, n), dtype=torch.int8)
     scales = torch.ones(n, dtype=torch.bfloat16)
@@ -217,8 +232,8 @@ def measure_cpu() -> DeviceType:
         name=LOCAL_CPU,
         memory_GiB=round(memory_bytes / GiB, 2),
         bandwidth_GBps=round(2 * src.numel() * 4 / copy_s / 1e9, 2),
-        fp16_TFLOPS=round(2 * n**3 / mm_s / 1e12, 4),
-        int8_TOPS=round(2 * 256 * n * n / int8_s / 1e12, 4),
+        fp16_TFLOPS=round(fp16_flops_per_s / 1e12, 6),
+        int8_TOPS=round(2 * 256 * n * n / int8_s / 1e12, 6),
         compute_capability=None,
         pcie_GBps=4.0,  # gloo over loopback TCP: 3-3.8 GB/s one-way measured (ecosystem notes §6)
         source="measured",
