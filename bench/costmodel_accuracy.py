@@ -4,7 +4,7 @@ Run::
 
     python bench/costmodel_accuracy.py [--json results/bench/costmodel_accuracy.json]
         [--model results/models/default] [--save-table F.nc] [--threads 1] [--clock wall]
-        [--skip-memory] [--rounds 3]
+        [--skip-memory] [--rounds 3] [--skip-extrapolation]
 
 1. Profiles the model on this CPU (:func:`llmpq.profiler.profile_model`, one thread, default
    rounds) and fits the latency model (:class:`llmpq.costmodel.latency.LatencyModel`) to the
@@ -16,7 +16,9 @@ Run::
    of the pre/post parts). The grid and the test shapes are measured in one sweep over the union
    of their batches and lengths (side by side, rounds interleaved), so that fitted and tested
    points share the machine's conditions: on a shared VM its speed drifts by 5-20% between runs
-   minutes apart, which is not the model's error.
+   minutes apart, which is not the model's error. ``--skip-extrapolation`` leaves the
+   extrapolation set out of the sweep: on the real 30-layer model its batch 24 × seq 384
+   points are most of the sweep's time.
 3. Runs stages of the model in-process for the cpu_small workload (batch 8, prompt 64, 32
    generated) and a few other shapes, with mixed bits and micro-batch sizes, measuring peak
    memory (:mod:`llmpq.costmodel.memcheck`), and prints the memory model's error.
@@ -129,13 +131,16 @@ def memory_errors(model_dir: Path) -> dict:
     return {"max_abs": max(errors), "mean_abs": float(np.mean(errors)), "cases": cases}
 
 
-def union_profile(model_dir: Path, threads: int, clock: str, rounds: int) -> xr.Dataset:
+def union_profile(
+    model_dir: Path, threads: int, clock: str, rounds: int, extrapolation: bool = True
+) -> xr.Dataset:
     """One sweep over the union of the grid's and the test sets' batches and lengths, so that
     fitted and tested points are measured side by side (the profiler's rounds interleave them
     further): drift in the machine's speed between separate runs is not counted as model error."""
     base = default_grid("cpu")
-    batch = sorted({*base.batch, *HELD_OUT["batch"], *EXTRAPOLATION["batch"]})
-    seq = sorted({*base.seq, *HELD_OUT["seq"], *EXTRAPOLATION["seq"]})
+    extra = EXTRAPOLATION if extrapolation else {"batch": (), "seq": ()}
+    batch = sorted({*base.batch, *HELD_OUT["batch"], *extra["batch"]})
+    seq = sorted({*base.seq, *HELD_OUT["seq"], *extra["seq"]})
     grid = replace(base, batch=tuple(batch), seq=tuple(seq), rounds=rounds)
     return profile_model(model_dir, grid=grid, threads=threads, clock=clock)
 
@@ -163,31 +168,36 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved sweeps pooled by the median (1: a third of the time)")  # fmt: skip
+    parser.add_argument("--skip-extrapolation", action="store_true",
+                        help="leave batch 24 x seq {24, 384} out of the sweep")  # fmt: skip
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     model_dir = Path(args.model)
     result: dict = {
         "model": str(model_dir), "threads": args.threads, "clock": args.clock,
-        "rounds": args.rounds,
+        "rounds": args.rounds, "extrapolation": not args.skip_extrapolation,
         "torch": torch.__version__, "python": platform.python_version(),
         "load_average_before": os.getloadavg(),
     }  # fmt: skip
     started = time.perf_counter()
     base = default_grid("cpu")
-    union = union_profile(model_dir, args.threads, args.clock, args.rounds)
+    union = union_profile(
+        model_dir, args.threads, args.clock, args.rounds, not args.skip_extrapolation
+    )
     table = subset(union, base.batch, base.seq)
     if args.save_table:
         save_cost_table(table, args.save_table)
     held = subset(union, HELD_OUT["batch"], HELD_OUT["seq"])
-    extra = subset(union, EXTRAPOLATION["batch"], EXTRAPOLATION["seq"])
     result["sweep_seconds"] = float(union.attrs["profile_seconds"])
     result["grid"] = {k: table[k].values.tolist() for k in ("bits", "batch", "seq")}
     model = LatencyModel.from_table(table)
     result["fit_mape_pct"] = {f"{b}/{p}": f.fit_mape_pct for (b, p), f in model.layer_fits.items()}
     result["held_out"] = {k: list(v) for k, v in HELD_OUT.items()}
     result["latency_mape_pct"] = latency_errors(model, held)
-    result["extrapolation"] = {k: list(v) for k, v in EXTRAPOLATION.items()}
-    result["extrapolation_mape_pct"] = latency_errors(model, extra)
+    if not args.skip_extrapolation:
+        extra = subset(union, EXTRAPOLATION["batch"], EXTRAPOLATION["seq"])
+        result["extrapolation"] = {k: list(v) for k, v in EXTRAPOLATION.items()}
+        result["extrapolation_mape_pct"] = latency_errors(model, extra)
     result["part_mape_pct"] = part_errors(model, held)
     print(
         f"model {model_dir}, {args.threads} thread(s), clock {args.clock}; grid + test shapes "
@@ -195,10 +205,11 @@ def main() -> None:
     )
     _print_latency(f"held-out shapes (batch {HELD_OUT['batch']} x seq {HELD_OUT['seq']})",
                    result["latency_mape_pct"])  # fmt: skip
-    _print_latency(
-        f"extrapolation (batch {EXTRAPOLATION['batch']} x seq {EXTRAPOLATION['seq']})",
-        result["extrapolation_mape_pct"],
-    )
+    if not args.skip_extrapolation:
+        _print_latency(
+            f"extrapolation (batch {EXTRAPOLATION['batch']} x seq {EXTRAPOLATION['seq']})",
+            result["extrapolation_mape_pct"],
+        )
     parts = result["part_mape_pct"]
     print("pre/post parts, held-out MAPE: " + ", ".join(
         f"{part} {parts[part]['prefill']:.1f}% / {parts[part]['decode']:.1f}%" for part in PARTS

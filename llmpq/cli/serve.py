@@ -96,6 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rdzv-endpoint", help="HOST:PORT where the nodes meet (node 0's address)")
     p.add_argument("--rdzv-id", default="llmpq",
                    help="names the run (and its job folder in --out); one per concurrent run")  # fmt: skip
+    p.add_argument("--node-addr",
+                   help="this node's address the other nodes reach (default: the address of the "
+                        "interface that routes to --rdzv-endpoint)")  # fmt: skip
     p.add_argument("--join-timeout-s", type=float, default=60.0,
                    help="how long the nodes wait for each other before the run fails")  # fmt: skip
     p.add_argument("--torchrun-args", default="",
@@ -119,8 +122,10 @@ def nodes_of(args: argparse.Namespace):
         return None
     if args.rdzv_endpoint is None:
         raise UserError("--rdzv-endpoint", None, "give HOST:PORT where the nodes meet")
-    return Nodes(args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id,
-                 args.join_timeout_s)  # fmt: skip
+    nodes = Nodes(args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id,
+                  args.join_timeout_s, args.node_addr)  # fmt: skip
+    nodes.local_address()  # an endpoint with no route stops here, before any work
+    return nodes
 
 
 def run(args: argparse.Namespace) -> int:

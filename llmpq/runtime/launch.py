@@ -68,6 +68,7 @@ from llmpq.runtime.nodes import (
     Nodes,
     mark_started,
     missing_nodes,
+    node_env,
     node_layout,
     stages_env,
 )
@@ -189,7 +190,7 @@ def run_torchrun(jd: JobDir, plan: Plan, torchrun_args: Sequence[str],
     log_path, since = jd.log, time.time()
     if nodes is not None:
         torchrun_args = [*node_torchrun_args(nodes, layout), *torchrun_args]
-        env.update(stages_env(layout, nodes.rank))
+        env.update(stages_env(layout, nodes.rank), **node_env(nodes))
         mark_started(nodes, jd.path.parent)
         log_path = nodes.markers(jd.path.parent) / f"node-{nodes.rank}.log"
     with open(log_path, "wb") as log:

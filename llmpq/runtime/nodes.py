@@ -24,13 +24,25 @@ on one machine, any folder): node 0 writes the job there, every stage writes its
 report there, and each launcher watches it to end a failed run on its own node. Each launcher
 also leaves ``OUT/.serve-<run id>.nodes/node-<r>.json`` as it starts, so that node 0 can name a
 node that never joined.
+
+Addresses: the agent that becomes rendezvous rank 0 publishes its own address as the workers'
+``MASTER_ADDR``, by default its hostname (``socket.getfqdn()``), and gloo binds to the address
+the hostname resolves to. Where the hostname resolves to a loopback address (``/etc/hosts``'
+``127.0.1.1`` on Debian, containers, network namespaces) the other nodes' workers then dial
+their own loopback and wait until the timeout. So each node passes torchrun ``--local-addr``:
+``--node-addr`` if given, else the address of the interface it reaches the rendezvous
+endpoint through (:func:`route_address`; a routing lookup, no packet sent), and its workers get
+``GLOO_SOCKET_IFNAME`` = that address's interface unless the user set it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -56,6 +68,7 @@ class Nodes:
     endpoint: str  # host:port of the rendezvous (node 0's address, a free port)
     run_id: str = "llmpq"
     join_timeout_s: float = 60.0  # how long the nodes wait for each other
+    address: str | None = None  # this node's address the others reach; None: route_address
 
     def __post_init__(self) -> None:
         if not isinstance(self.count, int) or self.count < 1:
@@ -70,6 +83,21 @@ class Nodes:
             raise UserError("--rdzv-id", self.run_id, "use letters, digits, '.', '_' or '-'")
         if not self.join_timeout_s > 0:
             raise UserError("--join-timeout-s", self.join_timeout_s, "use a positive number")
+
+    @property
+    def endpoint_host(self) -> str:
+        return self.endpoint.rpartition(":")[0].strip("[]")
+
+    def local_address(self) -> str:
+        """The address this node's agent and workers are reached at (module docstring)."""
+        if self.address:
+            return self.address
+        try:
+            return route_address(self.endpoint_host)
+        except OSError as err:
+            raise UserError("--rdzv-endpoint", self.endpoint, "give a host this node can reach, "
+                            "or this node's address with --node-addr",
+                            problem=f"has no route from {os.uname().nodename} ({err})") from err  # fmt: skip
 
     def job_path(self, out_dir: Path) -> Path:
         return Path(out_dir) / f".serve-{self.run_id}"
@@ -117,11 +145,40 @@ def node_layout(plan: Plan, cluster: Cluster | None, count: int = 1) -> NodeLayo
     return layout
 
 
+def route_address(host: str) -> str:
+    """The local address of the interface the kernel routes ``host`` through (a UDP socket's
+    ``connect`` sends nothing); OSError when there is no route or the name does not resolve."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((host, 9))
+        return s.getsockname()[0]
+
+
+def interface_of(address: str) -> str | None:
+    """The name of the local IPv4 interface holding ``address`` (None if none does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                raw = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+            except OSError:  # SIOCGIFADDR: the interface has no IPv4 address
+                continue
+            if socket.inet_ntoa(raw[20:24]) == address:
+                return name
+    return None
+
+
+def node_env(nodes: Nodes) -> dict[str, str]:
+    """This node's workers' environment: gloo on the interface of the node's address."""
+    name = None if os.environ.get("GLOO_SOCKET_IFNAME") else interface_of(nodes.local_address())
+    return {"GLOO_SOCKET_IFNAME": name} if name else {}
+
+
 def torchrun_args(nodes: Nodes, layout: NodeLayout) -> list[str]:
-    """This node's torchrun options: its own process count, the c10d rendezvous, no restarts."""
+    """This node's torchrun options: its own process count, the c10d rendezvous at the
+    endpoint, its own address (module docstring), no restarts."""
     return ["--nnodes", str(nodes.count), "--nproc-per-node", str(len(layout.stages[nodes.rank])),
             "--rdzv-backend", "c10d", "--rdzv-endpoint", nodes.endpoint, "--rdzv-id",
-            nodes.run_id, "--rdzv-conf",
+            nodes.run_id, "--local-addr", nodes.local_address(), "--rdzv-conf",
             # node 0 hosts the rendezvous store: torchrun's own guess compares the endpoint with
             # the hostname's addresses and misses an address of another interface (a second NIC)
             f"join_timeout={max(1, round(nodes.join_timeout_s))},is_host={int(nodes.rank == 0)}",

@@ -21,7 +21,7 @@ from llmpq.errors import UserError
 from llmpq.plan import Plan, Stage, save_plan
 from llmpq.runtime import ServeFailed, serve
 from llmpq.runtime.job import Fault
-from llmpq.runtime.nodes import Nodes, node_layout, torchrun_args
+from llmpq.runtime.nodes import Nodes, interface_of, node_env, node_layout, torchrun_args
 from llmpq.runtime.prompts import generation_ids
 
 
@@ -82,6 +82,7 @@ def test_layout_follows_the_hosts_in_pipeline_order(tiny_families):
     assert args[args.index("--nproc-per-node") + 1] == "1"
     assert args[args.index("--rdzv-backend") + 1] == "c10d"
     assert args[args.index("--rdzv-conf") + 1].endswith("is_host=0")  # only node 0 hosts the store
+    assert args[args.index("--local-addr") + 1] == "127.0.0.1"  # not the hostname: see nodes.py
     with pytest.raises(UserError, match=r"--nnodes = 3 .*--nnodes 2"):
         node_layout(plan, _cluster(["b", "b", "a", "b"]), 3)
     with pytest.raises(UserError, match="--cluster"):
@@ -90,6 +91,15 @@ def test_layout_follows_the_hosts_in_pipeline_order(tiny_families):
                        ((2, 0, "h"), "--rdzv-endpoint"), ((2, 0, "h:99999"), "--rdzv-endpoint")]:  # fmt: skip
         with pytest.raises(UserError, match=field):
             Nodes(*bad)
+
+
+def test_each_node_is_reached_at_the_address_that_routes_to_the_endpoint():
+    assert Nodes(2, 1, "127.0.0.1:29500").local_address() == "127.0.0.1"
+    assert Nodes(2, 1, "127.0.0.1:29500", address="10.9.9.9").local_address() == "10.9.9.9"
+    assert interface_of("127.0.0.1") == "lo" and interface_of("192.0.2.77") is None
+    assert node_env(Nodes(2, 1, "127.0.0.1:29500")) in ({"GLOO_SOCKET_IFNAME": "lo"}, {})
+    with pytest.raises(UserError, match="--node-addr"):
+        Nodes(2, 1, "no-such-host.invalid:29500").local_address()
 
 
 # ------------------------------------------------------------------------ real launchers
