@@ -130,6 +130,7 @@ def test_the_slurm_profile_runs_as_documented(tmp_path, tiny_default):
     assert "--cpus-per-task=8" in by_rule["indicator"]
     assert "--mem 32000" in by_rule["indicator"] and "-t 60" in by_rule["indicator"]
     assert all("--gpus" not in line for line in by_rule.values())  # CPU workers only
+    assert all(" -p cpu" in line for line in by_rule.values())  # and the CPU partition
 
     # one srun per multi-host serve (the jobstep's srun inside each sbatch job aside)
     steps = {_value(a, "--job-name"): a for a in fake_slurm.calls(state, "srun")
@@ -144,7 +145,7 @@ def test_the_slurm_profile_runs_as_documented(tmp_path, tiny_default):
         assert len(parts) == (2 if "serve-two_hosts-tiny-uniform" in name else dataset_hosts)
         for rank, part in enumerate(parts):
             assert "--nodes=1 --ntasks=1 --cpus-per-task=1 --mem=64000" in part
-            assert "--partition=gpu" in part
+            assert "--partition=cpu" in part  # CPU workers: not the GPU partition
             assert f"--nnodes {len(parts)} --node-rank {rank}" in part
     serve = work / "results" / "serve" / "two_hosts" / "tiny" / "uniform"
     metrics = json.loads((serve / "metrics.json").read_text())
@@ -191,4 +192,6 @@ def test_gpu_requests_are_typed_per_device_type(tmp_path, tiny_default):
     assert proc.returncode == 0, text[-4000:]
     typed = sorted(re.findall(r"gpu=1, gpu_model=([A-Za-z0-9_.]+)", text))
     assert typed == ["tesla_t4", "v100_32g"], text[-4000:]  # one profile job per type
+    assert re.findall(r"gpu_model=[a-z0-9_]+, slurm_partition=(\w+)", text) == ["gpu", "gpu"]
+    assert "slurm_partition=cpu" in text  # the indicator, perplexity: the CPU partition
     assert "rule serve_nodes:" in text and "rule serve:" not in text  # served through srun

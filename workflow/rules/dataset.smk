@@ -67,6 +67,7 @@ rule serve_dataset:
         nodes=1,
         gpu=serve_gpus,
         gpu_model=serve_gpu_model,
+        slurm_partition=serve_partition,
         runtime=60,
     conda:
         "../envs/llmpq.yaml"
@@ -88,6 +89,7 @@ use rule serve_dataset as serve_dataset_nodes with:
         gpu_models=config["slurm_gpu_models"],
     threads: 1
     resources:
+        slurm_partition=serve_partition,
         runtime=60,
 
 

@@ -16,6 +16,8 @@ rule indicator:
     log:
         f"{LOGS}/indicator/{{model}}.log",
     threads: ALL_CORES
+    resources:
+        slurm_partition=CPU_PARTITION,
     conda:
         "../envs/llmpq.yaml"
     script:

@@ -10,6 +10,14 @@ def slurm_gpu_model(device_type):
     return site_gpu_model(device_type, config["slurm_gpu_models"])
 
 
+CPU_PARTITION = config["slurm_partitions"]["cpu"]
+
+
+def profile_partition(wildcards):
+    """The SLURM partition of a profile job: the GPU one only for a GPU type."""
+    return config["slurm_partitions"]["cpu" if wildcards.device_type == "cpu" else "gpu"]
+
+
 # ---------------------------------------------------------------- roofline
 def measured_for_calibration(wildcards):
     if not (PLANNING["roofline_calibrate"] and PROFILED_TYPES):
@@ -76,6 +84,11 @@ def _names(clusters):
 def serve_gpus(wildcards):
     """The GPUs of a cluster served as one job (one host; srun asks per host otherwise)."""
     return sum(d.type.name != "cpu" for d in CLUSTER[wildcards.cluster].devices)
+
+
+def serve_partition(wildcards):
+    """The SLURM partition of a serve: the GPU one when any of its devices is a GPU."""
+    return config["slurm_partitions"]["gpu" if _gpu_types(wildcards.cluster) else "cpu"]
 
 
 def serve_gpu_model(wildcards):

@@ -25,6 +25,8 @@ rule train_default_model:
     log:
         f"{config['logs']}/model/train_default.log",
     threads: ALL_CORES
+    resources:
+        slurm_partition=CPU_PARTITION,
     conda:
         "../envs/llmpq.yaml"
     script:

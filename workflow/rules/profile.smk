@@ -20,6 +20,7 @@ rule profile:
     resources:
         gpu=lambda wc: 0 if wc.device_type == "cpu" else 1,
         gpu_model=lambda wc: "" if wc.device_type == "cpu" else slurm_gpu_model(wc.device_type),
+        slurm_partition=profile_partition,
         runtime=30,
     conda:
         "../envs/llmpq.yaml"

@@ -14,6 +14,8 @@ rule plan_perplexity:
     log:
         f"{LOGS}/quality/{{cluster}}/{{workload}}/{{variant}}.log",
     threads: ALL_CORES
+    resources:
+        slurm_partition=CPU_PARTITION,
     conda:
         "../envs/llmpq.yaml"
     script:
@@ -31,6 +33,8 @@ rule reference_perplexity:
     log:
         f"{LOGS}/quality/{MODEL_NAME}/bits16.log",
     threads: ALL_CORES
+    resources:
+        slurm_partition=CPU_PARTITION,
     conda:
         "../envs/llmpq.yaml"
     script:

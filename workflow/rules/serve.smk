@@ -32,6 +32,7 @@ rule serve:
         nodes=1,
         gpu=serve_gpus,
         gpu_model=serve_gpu_model,
+        slurm_partition=serve_partition,
         runtime=30,
     conda:
         "../envs/llmpq.yaml"
@@ -52,4 +53,5 @@ use rule serve as serve_nodes with:
     # It only waits for srun; each node's launcher gets its CPUs from srun (resources below).
     threads: 1
     resources:
+        slurm_partition=serve_partition,
         runtime=30,
