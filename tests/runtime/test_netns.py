@@ -33,8 +33,9 @@ def hosts():
     tag = f"{os.getpid() % 100000}"
     names = {"a": f"lqa{tag}", "b": f"lqb{tag}"}
     subnet = f"10.77.{os.getpid() % 250}"
-    if _ip("netns", "add", names["a"]).returncode != 0:
-        pytest.skip(f"ip netns add failed: {_ip('netns', 'add', names['a']).stderr.strip()}")
+    added = _ip("netns", "add", names["a"])
+    if added.returncode != 0:
+        pytest.skip(f"ip netns add failed: {added.stderr.strip()}")
     try:
         steps = [("netns", "add", names["b"]),
                  ("link", "add", f"va{tag}", "type", "veth", "peer", "name", f"vb{tag}")]  # fmt: skip
