@@ -23,3 +23,10 @@ class UserError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{field} = {value!r} {problem}; {fix}")
+
+
+class ServeFailed(RuntimeError):
+    """A serving run failed; the message names the stage (device, layers) and the cause.
+
+    Defined here, beside :class:`UserError`, so that light modules (``runtime.slurm``) catch and
+    raise it without importing the runtime (torch)."""

@@ -61,3 +61,16 @@ def test_torch_is_a_range_and_ci_pins_the_cpu_wheel_first():
 
 def test_console_script_points_at_the_cli():
     assert pyproject()["project"]["scripts"]["llmpq"] == "llmpq.cli:main"
+
+
+def test_what_the_snakefile_imports_leaves_torch_unloaded():
+    """Every Snakefile parse (each `snakemake` call, each submitted job) imports these modules;
+    torch and transformers cost ~3 s a parse, so they load only where a stage runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, llmpq.cluster, llmpq.dataset_workload, llmpq.errors, llmpq.workload, "
+            "llmpq.runtime, llmpq.runtime.slurm; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

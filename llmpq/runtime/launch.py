@@ -55,7 +55,7 @@ import torch
 
 from llmpq import allocation
 from llmpq.cluster import Cluster, load_cluster
-from llmpq.errors import UserError
+from llmpq.errors import ServeFailed, UserError
 from llmpq.files import write_json_atomic, write_text_atomic
 from llmpq.models.checkpoint import Checkpoint
 from llmpq.models.spec import ModelSpec
@@ -90,10 +90,6 @@ KILL_GRACE_s = 3.0  # after a stage reports a failure, torchrun's own teardown g
 POLL_s = 0.1
 LAUNCHERS = ("torchrun", "threads")
 RINGS = ("auto", "sockets", "dist")  # how torchrun's stages pass messages (llmpq.runtime.worker)
-
-
-class ServeFailed(RuntimeError):
-    """The run failed; the message names the stage (device, layers) and the cause."""
 
 
 @dataclass(frozen=True)

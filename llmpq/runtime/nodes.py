@@ -47,14 +47,16 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from llmpq import allocation
 from llmpq.cluster import Cluster
 from llmpq.errors import UserError
 from llmpq.files import write_json_atomic
 from llmpq.plan import Plan
+
+if TYPE_CHECKING:
+    import torch
 
 STAGES_ENV = "LLMPQ_NODE_STAGES"  # this node's stages, comma-separated, in local-rank order
 
@@ -262,6 +264,8 @@ def check_device(plan: Plan, stage: int, device: torch.device, threads: int | No
     if device.type != "cuda":
         raise UserError(where, s.device_type, f"start node {host!r} on a machine with a {s.device_type}",
                         problem=f"needs a GPU but {me} has no CUDA device")  # fmt: skip
+    import torch
+
     name = torch.cuda.get_device_name(device)
     family = GPU_FAMILY.match(s.device_type)
     if family is None or not re.search(rf"\b{family.group(1)}\b", name):

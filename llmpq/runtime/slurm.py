@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmpq.cluster import Cluster, load_cluster
+from llmpq.errors import ServeFailed
 from llmpq.plan import Plan, load_plan
-from llmpq.runtime.launch import ServeFailed
 from llmpq.runtime.nodes import node_layout
 
 # Each component's command: the per-node serve with the rendezvous on the job's first node.
