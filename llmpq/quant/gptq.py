@@ -31,9 +31,8 @@ from llmpq.quant.rtn import (
     QUANT_BITS,
     QuantizedWeight,
     check_quant_args,
-    grid_codes,
     grid_params,
-    grid_values,
+    mid_code,
 )
 
 DEFAULT_DAMP = 0.01  # fraction of mean(diag H) added to the diagonal (the GPTQ default)
@@ -89,48 +88,48 @@ def quantize_gptq(
     dead = hessian.diagonal() == 0  # inputs never seen: any value is as good
     hessian[dead, dead] = 1.0
     w[:, dead] = 0.0
-    codes = torch.empty(n, k, dtype=torch.int8 if bits == 8 else torch.uint8)
     if bits == 8:
         scales, _ = grid_params(w, bits, dtype)  # [N]: one symmetric scale per row, fixed
         zeros = None
-        groups = torch.zeros(k, dtype=torch.long)
-        col_scales, col_zeros = scales[:, None], None  # [N, 1]
     else:
         grouped = w.reshape(n, k // group_size, group_size)  # [N, G, g]
-        scales, zeros = grid_params(
-            grouped, bits, dtype
-        )  # static: from the weights before the sweep
+        scales, zeros = grid_params(grouped, bits, dtype)  # static: from the weights, pre-sweep
         scales, zeros = scales.reshape(n, -1), zeros.reshape(n, -1)  # [N, G]
-        groups = torch.arange(k) // group_size  # [K] the group of each input
-        col_scales, col_zeros = scales, zeros
     order = torch.argsort(hessian.diagonal(), descending=True) if act_order else torch.arange(k)
     w, hessian = w[:, order], hessian[order][:, order]  # sweep in ``order``
+    # each swept column's scale and zero, float32 [N, K] in sweep order: the grid of
+    # ``rtn.grid_codes`` / ``rtn.grid_values`` written out per column (the same float32 steps,
+    # so the same codes), without two function calls and their casts per column
+    if bits == 8:
+        col_scale = scales.float()[:, None].expand(n, k)
+        col_zero = torch.zeros(n, k)
+        mid, lo, hi = 0.0, -128.0, 127.0
+    else:
+        col_group = (order // group_size)[None, :].expand(n, k)  # [N, K]
+        col_scale = scales.float().gather(1, col_group)
+        col_zero = zeros.float().gather(1, col_group)
+        mid, lo, hi = float(mid_code(bits)), 0.0, float(2**bits - 1)
+    swept = torch.empty(n, k)  # codes as floats, in sweep order
     u = _inverse_cholesky(hessian, damp)  # [K, K] upper
     for start in range(0, k, BLOCK_COLUMNS):
         end = min(start + BLOCK_COLUMNS, k)
         w_block = w[:, start:end]  # [N, b], a view: updated in place
         err_block = torch.empty_like(w_block)  # [N, b]
         u_block = u[start:end, start:end]  # [b, b]
+        s_block, z_block = col_scale[:, start:end], col_zero[:, start:end]
         for i in range(end - start):
-            col = int(order[start + i])  # the input this column is, in the stored layout
-            g = groups[col]
-            scale = col_scales[:, g]
-            zero = col_zeros[:, g] if col_zeros is not None else None
-            column = w_block[:, i]  # [N]
-            q = grid_codes(column, scale, zero, bits)  # [N]
-            codes[:, col] = q
-            q_value = _column_values(q, scale, zero, bits)
+            column, scale, zero = w_block[:, i], s_block[:, i], z_block[:, i]  # [N] each
+            if bits == 8:
+                q = torch.clamp_((column / scale).round_(), lo, hi)
+                q_value = q * scale
+            else:
+                q = torch.clamp_(((column - zero) / scale).round_() + mid, lo, hi)
+                q_value = (q - mid) * scale + zero
+            swept[:, start + i] = q
             err = (column - q_value) / u_block[i, i]  # [N]
             w_block[:, i:] -= err[:, None] * u_block[i, i:][None, :]
             err_block[:, i] = err
         w[:, end:] -= err_block @ u[start:end, end:]  # lazy update of the columns left
+    codes = torch.empty(n, k, dtype=torch.int8 if bits == 8 else torch.uint8)
+    codes[:, order] = swept.to(codes.dtype)  # back to the stored (natural) input order
     return QuantizedWeight(bits, group_size if bits != 8 else k, codes, scales, zeros)
-
-
-def _column_values(
-    q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int
-) -> torch.Tensor:
-    """float32 [N] of one column of codes, through the same formula as the whole matrix."""
-    if zero is None:
-        return grid_values(q[:, None], scale, None, 1, bits)[:, 0]
-    return grid_values(q[:, None], scale[:, None], zero[:, None], 1, bits)[:, 0]

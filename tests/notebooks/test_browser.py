@@ -41,6 +41,7 @@ sync_api = pytest.importorskip(
 )
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
 ]  # fmt: skip
 

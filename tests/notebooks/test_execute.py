@@ -32,6 +32,7 @@ def test_committed_without_outputs(path) -> None:
     assert "assert" in nb.cells[-1].source, f"{path.name} must end with an assert cell"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
 def test_notebook_runs(path, notebook_env, monkeypatch) -> None:
     for key, value in notebook_env.items():

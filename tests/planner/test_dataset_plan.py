@@ -3,7 +3,6 @@ dataset workloads (histogram YAML, prompts files)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -97,13 +96,12 @@ def test_memory_bounds_the_concurrency(small_problem):
         check_plan(bigger, problem.cluster)
 
 
-def test_planning_ten_thousand_requests_takes_seconds(small_problem):
+def test_ten_thousand_requests_are_planned_from_their_histogram(small_problem):
+    # how long it takes is measured by bench/paper_clusters.py, not asserted here
     problem = small_problem(6, memory_GiB=3.0)
     rng = np.random.default_rng(2)
     d = DatasetWorkload.of("big", rng.integers(16, 512, 10_000), rng.integers(8, 200, 10_000))
-    start = time.perf_counter()
     plan = plan_dataset(problem, d, "llmpq")
-    assert time.perf_counter() - start < 60
     assert plan.dataset.prompts == 10_000
 
 

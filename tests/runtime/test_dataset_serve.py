@@ -101,6 +101,7 @@ def test_threads_serve_every_request_then_refuse_and_resume(tiny_default, tmp_pa
                           _lines(tmp_path / "one" / "outputs.jsonl")}, want)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_killed_stage_keeps_finished_lines_and_resume_completes(tiny_default, tmp_path):
     rows = _prompts(tmp_path / "p.jsonl", 40, limit=(4, 16))
     plan = make_plan(tiny_default, [(0, 1), (1, 2)], (1, 2, 2), gen_len=8)
@@ -132,6 +133,7 @@ def test_a_killed_stage_keeps_finished_lines_and_resume_completes(tiny_default, 
         assert r["finish_reason"] == ("stop" if t[-1] in eos else "length")
 
 
+@pytest.mark.slow
 def test_cli_openai_batch_in_and_out_and_bad_lines(tiny_default, tmp_path, capsys):
     from transformers import AutoTokenizer
 
@@ -166,6 +168,7 @@ def test_cli_openai_batch_in_and_out_and_bad_lines(tiny_default, tmp_path, capsy
         (tmp_path / "n").glob(".serve-*"))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_dist_ring_carries_the_dataset_schedule(tiny_families, tmp_path):
     """torch.distributed frames (uniform size, control words inside) give HF's tokens too."""
     tiny, hf_tokens = tiny_families["llama-gqa"]

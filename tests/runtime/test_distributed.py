@@ -35,6 +35,7 @@ def _write_inputs(tmp_path, model_dir, splits, mb, memory_MiB=256):
             "--cluster", str(tmp_path / "cluster.yaml")]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_three_stages_match_hf_generate(tiny_default, tmp_path, capsys):
     args = _write_inputs(tmp_path, tiny_default, [(0, 1), (1, 1), (1, 2)], (2, 1, 3))
     out = tmp_path / "out"
@@ -61,6 +62,7 @@ def test_cli_three_stages_match_hf_generate(tiny_default, tmp_path, capsys):
     assert "prompts file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ring", ["sockets", "dist"])  # one host's CPU stages: auto = sockets
 def test_two_stage_llama_gqa_matches_hf_over_either_ring(tiny_families, tmp_path, ring):
     tiny, hf_tokens = tiny_families["llama-gqa"]
@@ -71,6 +73,7 @@ def test_two_stage_llama_gqa_matches_hf_over_either_ring(tiny_families, tmp_path
     assert result.metrics.stages[1]["layers"] == [3, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("action", "ring"), [("kill", "auto"), ("hang", "auto"), ("kill", "dist")])
 def test_a_stage_that_dies_or_hangs_fails_the_run_naming_it(tiny_default, tmp_path, action, ring):
     plan = make_plan(tiny_default, [(0, 1), (1, 2)], (1, 1, 3), gen_len=16)

@@ -103,6 +103,7 @@ def test_each_node_is_reached_at_the_address_that_routes_to_the_endpoint():
 
 
 # ------------------------------------------------------------------------ real launchers
+@pytest.mark.slow
 def test_two_and_three_nodes_match_hf_generate(tiny_families, tiny_default, tmp_path):
     # two nodes, uneven (2 + 1 stages): node 1 started first, as users do
     _, args = _inputs(tmp_path, tiny_default, [(0, 1), (1, 1), (1, 2)], ["a", "a", "b"])
@@ -136,6 +137,7 @@ def test_two_and_three_nodes_match_hf_generate(tiny_families, tiny_default, tmp_
     assert json.loads((out / "metrics.json").read_text())["num_stages"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("action", ["kill", "hang"])
 def test_a_dead_or_hung_remote_stage_fails_every_node_naming_it(tiny_default, tmp_path, action):
     plan, args = _inputs(tmp_path, tiny_default, [(0, 1), (1, 2)], ["a", "b"], gen_len=16)
@@ -155,6 +157,7 @@ def test_a_dead_or_hung_remote_stage_fails_every_node_naming_it(tiny_default, tm
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_a_node_that_never_joins_is_named(tiny_default, tmp_path, capsys):
     from llmpq.cli import main
 
@@ -167,6 +170,7 @@ def test_a_node_that_never_joins_is_named(tiny_default, tmp_path, capsys):
     assert "node 1 (b: stages 1) never joined the rendezvous" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_stage_on_the_wrong_device_type_is_one_line(tiny_default, tmp_path, capsys):
     from llmpq.cli import main
 

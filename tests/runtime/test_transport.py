@@ -112,6 +112,7 @@ def _ring_rank(rank: int, world: int, store: str, out: str, ahead: bool) -> None
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ahead", [True, False])  # CPU posts ahead; CUDA (NCCL) posts on recv
 def test_three_stages_pass_every_frame_in_order(tmp_path, ahead: bool) -> None:
     world = 3

@@ -154,6 +154,7 @@ def test_the_slurm_profile_runs_as_documented(tmp_path, tiny_default):
     assert len(outputs.splitlines()) == 4
 
 
+@pytest.mark.slow
 def test_a_multi_host_cluster_without_srun_stops_before_any_job(tmp_path, tiny_default):
     model = tiny_default
     work = tmp_path / "work"
@@ -170,6 +171,7 @@ def test_a_multi_host_cluster_without_srun_stops_before_any_job(tmp_path, tiny_d
     assert "execution.clusters" in text and "node-a, node-b" in text and "srun" in text
 
 
+@pytest.mark.slow
 def test_gpu_requests_are_typed_per_device_type(tmp_path, tiny_default):
     """A T4 host beside a V100 host: one profile job per type with the site's model name, and
     the serve goes through srun (serve_nodes, on the login node)."""

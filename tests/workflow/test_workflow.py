@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # each test starts snakemake (a process and a Snakefile parse)
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "workflow" / "tiny.yaml"
 STAGES = ("import_builtin_model", "profile", "roofline", "indicator", "plan", "simulate", "serve",
@@ -141,7 +142,6 @@ def test_perplexity_target_without_calibration_is_rejected(tmp_path):
     stopped(dry_run(tmp_path, bad), "plan.ppl_increase_pct", "calibrate_plans")
 
 
-@pytest.mark.slow
 def test_tiny_config_runs_end_to_end_then_is_up_to_date_and_theta_reruns_only_plans_on(tmp_path):
     proc = snakemake("--cores", "2", "--directory", str(tmp_path), "--configfile", str(TINY))
     assert proc.returncode == 0, proc.stdout + proc.stderr
