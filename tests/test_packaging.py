@@ -57,6 +57,8 @@ def test_torch_is_a_range_and_ci_pins_the_cpu_wheel_first():
     readme = (ROOT / "README.md").read_text()
     assert "pip install torch==2.13.0" in readme
     assert "python -m pytest" in ci and "python -m pytest" in readme
+    assert "--durations=25" in ci  # CI prints the 25 slowest tests
+    assert 'python -m pytest -q -m "not slow"' in readme  # the inner loop, in Contributing
 
 
 def test_console_script_points_at_the_cli():

@@ -3,6 +3,7 @@
 * ``make_plan(model_dir, splits, micro_batch, bits=16, batch_size=3, gen_len=8)``: a plan with
   one stage per ``[start, end)`` in ``splits`` on devices ``cpu-0``, ``cpu-1``, ...
 * ``id_prompts(ids, mask)``: prompts carrying the unpadded token ids of a left-padded batch.
+* ``JOIN_s``, ``FAIL_WITHIN_s``, ``HANG_DETECT_s``: the waits of the process tests (below).
 * ``generated(hf_tokens, prompt_len, eos_ids)``: HF ``generate`` rows cut as ``serve`` writes
   them (generated tokens only, up to and including the first end-of-sequence token).
 """
@@ -20,6 +21,18 @@ from llmpq.models.spec import ModelSpec
 from llmpq.plan import MicroBatch, Plan, Stage
 from llmpq.runtime import Prompt
 from llmpq.workload import Workload
+
+# A node joins the rendezvous within seconds here (its launcher's imports); the tests let it wait
+# 180 s, so a slow or busy machine (emulated bf16, both cores taken) never misses it. The tests
+# of a node that never joins set their own short wait: that wait is what they test.
+JOIN_s = 180
+# A run with a dead or hung stage must end, not hang: within this bound, generous for the
+# stages' starts on a busy CPU (a hang would sit out the 600 s load timeout).
+FAIL_WITHIN_s = 180
+# A stage is declared hung when its neighbour hears nothing for this long. Once the stages have
+# loaded and met (a barrier), a tiny model's stage sends every few milliseconds here: 5 s is
+# over 100x that, and it is how long the hang tests wait.
+HANG_DETECT_s = 5
 
 
 def make_plan(

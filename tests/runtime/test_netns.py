@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FAIL_WITHIN_s, HANG_DETECT_s, JOIN_s
 from test_distributed import PROMPTS
 from test_nodes import _finish, _inputs
 from test_pipeline import _hf_generate
@@ -67,7 +68,7 @@ def _in(ns: str, argv: list[str]) -> subprocess.Popen:
 def _serve(ns: str, args: list[str], out: Path, rank: int, endpoint: str, *extra: str):
     return _in(ns, [sys.executable, "-m", "llmpq", "serve", *args, "--out", str(out),
                     "--no-progress", "--nnodes", "2", "--node-rank", str(rank),
-                    "--rdzv-endpoint", endpoint, "--join-timeout-s", "40", *extra])  # fmt: skip
+                    "--rdzv-endpoint", endpoint, "--join-timeout-s", str(JOIN_s), *extra])  # fmt: skip
 
 
 def test_two_namespaces_match_hf_generate(hosts, tiny_default, tmp_path):
@@ -76,7 +77,7 @@ def test_two_namespaces_match_hf_generate(hosts, tiny_default, tmp_path):
     out, endpoint = tmp_path / "out", f"{addr_a}:{PORT}"
     prompts = ["--prompts", str(tmp_path / "prompts.jsonl")]
     results = _finish([_serve(ns_b, [*args, *prompts], out, 1, endpoint),
-                       _serve(ns_a, [*args, *prompts], out, 0, endpoint)], limit_s=180)  # fmt: skip
+                       _serve(ns_a, [*args, *prompts], out, 0, endpoint)], limit_s=2 * FAIL_WITHIN_s)  # fmt: skip
     assert [r[0] for r in results] == [0, 0], results
     rows = {r["id"]: r for r in map(json.loads, (out / "outputs.jsonl").read_text().splitlines())}
     assert [rows[p.id]["token_ids"] for p in PROMPTS] == _hf_generate(tiny_default, PROMPTS, 8)
@@ -91,16 +92,16 @@ def test_a_killed_stage_in_the_other_namespace_fails_both_nodes(hosts, tiny_defa
     node0 = ("from llmpq.runtime import serve; from llmpq.runtime.job import Fault; "
              "from llmpq.runtime.nodes import Nodes; import sys; "
              f"serve({str(tmp_path / 'plan.json')!r}, {str(tiny_default)!r}, None, {str(out)!r}, "
-             f"synthetic=True, cluster={str(tmp_path / 'cluster.yaml')!r}, stage_timeout_s=5, "
+             f"synthetic=True, cluster={str(tmp_path / 'cluster.yaml')!r}, stage_timeout_s={HANG_DETECT_s}, "
              "fault=Fault(stage=1, action='kill', after_sends=4), "
-             f"nodes=Nodes(2, 0, {endpoint!r}, join_timeout_s=40))")  # fmt: skip
+             f"nodes=Nodes(2, 0, {endpoint!r}, join_timeout_s={JOIN_s}))")  # fmt: skip
     start = time.monotonic()
     procs = [_serve(ns_b, [*args, "--synthetic"], out, 1, endpoint),
              _in(ns_a, [sys.executable, "-c", node0])]  # fmt: skip
-    (code_b, _, err_b), (code_a, _, err_a) = _finish(procs, limit_s=120)
+    (code_b, _, err_b), (code_a, _, err_a) = _finish(procs, limit_s=2 * FAIL_WITHIN_s)
     assert code_a != 0 and "stage 1 (cpu-1 on b, layers [1, 2)) died or hung" in err_a, err_a
     assert code_b != 0 and "stage 1" in err_b, err_b
-    assert time.monotonic() - start < 90
+    assert time.monotonic() - start < FAIL_WITHIN_s
     assert not (out / "metrics.json").exists()
     left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert left.stdout == ""
@@ -112,6 +113,6 @@ def test_a_node_that_never_joins_across_namespaces_is_named(hosts, tiny_default,
     start = time.monotonic()
     proc = _serve(ns_a, [*args, "--synthetic"], tmp_path / "out", 0, f"{addr_a}:{PORT + 2}",
                   "--join-timeout-s", "5")  # fmt: skip
-    ((code, _, err),) = _finish([proc], limit_s=60)
-    assert code == 1 and time.monotonic() - start < 60
+    ((code, _, err),) = _finish([proc], limit_s=2 * FAIL_WITHIN_s)
+    assert code == 1 and time.monotonic() - start < FAIL_WITHIN_s
     assert "node 1 (b: stages 1) never joined the rendezvous" in err, err
