@@ -97,3 +97,27 @@ def make_tiny(batch) -> Callable:
         return Tiny(name, model, path, *batch, *hf_reference(model, *batch))
 
     return make
+
+
+# The longest tests (whole DAGs, several nodes, the real model, the browser) first: xdist hands
+# tests out in collection order, and one of them started last would leave the other workers
+# idle while it runs. The order of tests is otherwise free (no test depends on another).
+LONG_FIRST = (
+    "tests/workflow/test_slurm.py::test_the_slurm_profile_runs_as_documented",
+    "tests/workflow/test_workflow.py::test_tiny_config",
+    "tests/runtime/test_nodes.py::test_two_and_three_nodes",
+    "tests/test_real_model.py",
+    "tests/notebooks/test_browser.py",
+    "tests/runtime/test_nodes.py",
+    "tests/runtime/test_netns.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        ranks = [i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)]
+        return (
+            ranks[0] if ranks else len(LONG_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+        )
+
+    items.sort(key=rank)  # stable: within a rank, the collection's order

@@ -200,14 +200,31 @@ def _jobs() -> list[tuple[str, dict]]:
     return out
 
 
+# A status query waits (at most this long) until a running job of the run ends. The executor
+# plugin backs off by 10 s after each query that sees nothing finish (1 s, 11 s, 21 s, ...), so
+# against jobs that take seconds an immediate answer left the run waiting ~30 s per wave of jobs.
+# Answering at the change is what a real scheduler's next poll would show; the plugin allows a
+# query 60 s.
+STATUS_WAIT_s = 30.0
+
+
 def sacct(argv: list[str]) -> int:
     if "-o" in argv and any(a.startswith("Account") for a in argv):
         print("testaccount")
         return 0
     name = _option(argv, "--name")
-    for job_id, data in _jobs():
-        if name is None or data.get("name") == name:
-            print(f"{job_id}|{data['state']}")
+
+    def mine() -> list[tuple[str, dict]]:
+        return [(i, d) for i, d in _jobs() if name is None or d.get("name") == name]
+
+    running = {i for i, d in mine() if d["state"] == "RUNNING"}
+    deadline = time.monotonic() + STATUS_WAIT_s
+    while name is not None and running and time.monotonic() < deadline:
+        if any(d["state"] != "RUNNING" for i, d in mine() if i in running):
+            break
+        time.sleep(0.1)
+    for job_id, data in mine():
+        print(f"{job_id}|{data['state']}")
     return 0
 
 

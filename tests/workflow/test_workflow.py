@@ -149,7 +149,7 @@ def test_tiny_config_runs_end_to_end_then_is_up_to_date_and_theta_reruns_only_pl
     summary = json.loads((results / "models/default.summary.json").read_text())
     assert summary["shape"]["family"] == "llama" and summary["param_count"] > 0
     table = (results / "report/summary.csv").read_text().splitlines()
-    assert len(table) == 1 + 4  # (cpu_single, paper_09) x (llmpq-theta1, uniform)
+    assert len(table) == 1 + 2  # (cpu_single, paper_09) x llmpq-theta1
     row = dict(zip(table[0].split(","), table[1].split(","), strict=True))
     assert row["cluster"] == "cpu_single" and row["variant"] == "llmpq-theta1"
     assert float(row["served_tokens_per_s"]) > 0 and float(row["perplexity"]) > 1
@@ -159,7 +159,7 @@ def test_tiny_config_runs_end_to_end_then_is_up_to_date_and_theta_reruns_only_pl
               .read_text().splitlines()]  # fmt: skip
     assert sorted(r["id"] for r in served) == [f"t{i}" for i in range(10)]  # the first 10 lines
     dataset = (results / "report/dataset.md").read_text().splitlines()
-    assert len(dataset) == 2 + 1 + 2  # header, cpu_single served, paper_09 x 2 plans simulated
+    assert len(dataset) == 2 + 1 + 1  # header, cpu_single served, paper_09's plan simulated
     assert "| execution | cpu_single | llmpq | 10 |" in dataset[2]
     outputs = (results / "serve/cpu_single/tiny/llmpq-theta1/outputs.jsonl").read_text()
     assert len(outputs.splitlines()) == 4
