@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import BenchRun  # noqa: E402
 from llmpq.cluster import load_cluster  # noqa: E402
 from llmpq.errors import UserError  # noqa: E402
 from llmpq.indicator import analytic_indicator  # noqa: E402
@@ -123,6 +124,7 @@ def main() -> int:
     parser.add_argument("--reference-limit", type=float, default=60.0, help="seconds")
     parser.add_argument("--gap", type=float, default=0.002, help="llmpq's gap target")
     args = parser.parse_args()
+    run = BenchRun.start()
     records = []
     head = (f"{'cluster':<9}{'model':<11}{'llmpq':>8}{'PipeEdge':>9}{'Uniform':>9}{'AdaBits':>9}"
             f"{'speedup':>8}{'plan s':>8}{'gap':>7}{'used':>6}{'ref s':>8}{'ref obj/ours':>13}")  # fmt: skip
@@ -152,7 +154,8 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"clusters": records, "geomean_speedup_vs_best_baseline": geomean,
-             "paper_average_speedup": PAPER_AVERAGE_SPEEDUP}, indent=2))  # fmt: skip
+             "paper_average_speedup": PAPER_AVERAGE_SPEEDUP, "run": run.finish()},
+            indent=2))  # fmt: skip
     return 0
 
 

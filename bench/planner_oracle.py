@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import BenchRun  # noqa: E402
 from llmpq.planner import SolverOptions  # noqa: E402
 from tests.planner.oracle import GAP_TARGET, OUTCOMES, Verdict, judge, random_instance  # noqa: E402
 
@@ -93,6 +94,7 @@ def main() -> int:
     args = parser.parse_args()
     options = SolverOptions(time_limit_s=args.time_limit, gap=min(args.gap, GAP_TARGET))
     verdicts = []
+    run = BenchRun.start()
     clock = time.perf_counter()
     print(f"{'seed':>5} {'outcome':<18}{'optimum ms':>12}{'llmpq ms':>12}{'excess':>9}"
           f"{'gap':>8}{'plan s':>8}  instance")  # fmt: skip
@@ -111,7 +113,8 @@ def main() -> int:
     summary["gap_target"] = options.gap
     print_table(summary)
     if args.json:
-        records = {"summary": summary, "verdicts": [v.to_dict() for v in verdicts]}
+        records = {"summary": summary, "verdicts": [v.to_dict() for v in verdicts],
+                   "run": run.finish()}  # fmt: skip
         Path(args.json).write_text(json.dumps(records, indent=2))
     return 0
 

@@ -27,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import BenchRun  # noqa: E402
 from bench.paper_clusters import BASELINES, compare_methods  # noqa: E402
 from llmpq.cluster import Cluster  # noqa: E402
 from llmpq.devices import CATALOG  # noqa: E402
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=0.002, help="llmpq's gap target")
     parser.add_argument("--json", help="write the records here")
     args = parser.parse_args()
+    run = BenchRun.start()
     print("simulated generated tokens/s; llmpq under a Σω budget = the worst baseline's quality")
     print(f"{'cluster':<11}{'devices':<40}{'model':<12}{'B×in+out':<13}{'llmpq':>8}{'PipeEdge':>9}"
           f"{'Uniform':>9}{'AdaBits':>9}{'speedup':>8}{'plan s':>7}{'gap':>7}{'used':>6}")  # fmt: skip
@@ -135,7 +137,9 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {"records": records, "summary": summary}, indent=2, default=lambda o: o.item()
+                {"records": records, "summary": summary, "run": run.finish()},
+                indent=2,
+                default=lambda o: o.item(),
             )
         )
     return 0
