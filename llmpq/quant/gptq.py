@@ -102,7 +102,7 @@ def quantize_gptq(
     # so the same codes), without two function calls and their casts per column
     if bits == 8:
         col_scale = scales.float()[:, None].expand(n, k)
-        col_zero = torch.zeros(n, k)
+        col_zero = torch.zeros(()).expand(n, k)  # a view: no [N, K] buffer of zeros
         mid, lo, hi = 0.0, -128.0, 127.0
     else:
         col_group = (order // group_size)[None, :].expand(n, k)  # [N, K]

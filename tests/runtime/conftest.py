@@ -81,8 +81,8 @@ def assert_hf_up_to_ties(
 ) -> None:
     """``got`` equals HF's greedy ``want`` per request, but where bf16 breaks a near-tie the
     other way: batched and single-row bf16 matmuls round differently (seen on AVX512-BF16
-    CPUs; the emulated bf16 of CPUs without it, too), so at the first differing token both tokens must be HF's top two with logits within
-    bf16's resolution of each other. (The fp32 schedule tests in test_continuous are exact.)"""
+    CPUs, and with the emulated bf16 of CPUs without it), so at the first differing token both
+    tokens must be HF's top two with logits within bf16's resolution of each other. (The fp32 schedule tests in test_continuous are exact.)"""
     from transformers import AutoModelForCausalLM
 
     assert sorted(got) == sorted(want)

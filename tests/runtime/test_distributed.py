@@ -53,7 +53,8 @@ def test_cli_three_stages_match_hf_generate(tiny_default, tmp_path, capsys):
     rows = {r["id"]: r for r in map(json.loads, (out / "outputs.jsonl").read_text().splitlines())}
     assert sorted(rows) == sorted(p.id for p in PROMPTS)  # in the order they finished
     want = _hf_generate(tiny_default, PROMPTS, 8)
-    ids = {p.id: AutoTokenizer.from_pretrained(tiny_default)(p.text)["input_ids"] for p in PROMPTS}
+    tokenizer = AutoTokenizer.from_pretrained(tiny_default)
+    ids = {p.id: tokenizer(p.text)["input_ids"] for p in PROMPTS}
     assert_hf_up_to_ties(tiny_default, ids, {p.id: rows[p.id]["token_ids"] for p in PROMPTS},
                          {p.id: w for p, w in zip(PROMPTS, want, strict=True)})  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
